@@ -1,0 +1,65 @@
+"""Sweep zero-shot matcher settings on a stratified subset of PF-WILLOW (every k-th pair); prints JSON lines.
+
+Used to choose the "best" preset; the final numbers in docs/BENCHMARKS.md come from full runs of `corrmark eval`.
+    python benchmarks/sweep_zero_shot.py --root ../shared/data/pf-willow --every 5 --out benchmarks/results/sweep.jsonl
+"""
+
+import argparse
+import json
+import sys
+
+from corrmark import load_matcher
+from corrmark.data import open_dataset
+from corrmark.eval import PCKProtocol
+from corrmark.eval.runner import evaluate_matcher
+
+SETTINGS = {
+    "b8-hard": dict(backbone="dinov2_vits14", layers=[8], image_size=224, sigma=0),
+    "b8-soft": dict(backbone="dinov2_vits14", layers=[8], image_size=224),
+    "b9-hard": dict(backbone="dinov2_vits14", layers=[9], image_size=224, sigma=0),
+    "b7-hard": dict(backbone="dinov2_vits14", layers=[7], image_size=224, sigma=0),
+    "b10-hard": dict(backbone="dinov2_vits14", layers=[10], image_size=224, sigma=0),
+    "effnet-hard": dict(backbone="efficientnet_lite0", image_size=224, sigma=0),
+}
+
+
+class Every:
+    def __init__(self, dataset, step):
+        self.dataset, self.step, self.name = dataset, step, dataset.name
+
+    def __len__(self):
+        return len(range(0, len(self.dataset), self.step))
+
+    def __getitem__(self, index):
+        return self.dataset[index * self.step]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--every", type=int, default=5)
+    parser.add_argument("--only", nargs="*", default=None, help="run these settings (default: all, extras included)")
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--direction", default="s2t")
+    parser.add_argument("--extra", default=None, help="JSON dict name -> options, added to the settings")
+    args = parser.parse_args()
+    settings = dict(SETTINGS)
+    if args.extra:
+        extra = json.loads(args.extra)
+        settings.update(extra)
+    dataset = Every(open_dataset("pf-willow", args.root), args.every)
+    protocol = PCKProtocol(direction=args.direction, threshold="kp-bbox", averaging="pair")
+    for name, options in settings.items():
+        if args.only and name not in args.only:
+            continue
+        result = evaluate_matcher(load_matcher("nn", **options), dataset, protocol, progress=False)
+        line = json.dumps({"setting": name, "options": options, "pairs": result["pairs"], "pck": result["pck"],
+                           "seconds_per_pair": result["seconds_per_pair"]})
+        print(line, flush=True)
+        if args.out:
+            with open(args.out, "a") as handle:
+                handle.write(line + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

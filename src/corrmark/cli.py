@@ -1,0 +1,164 @@
+"""Command-line interface: a thin shell over the Python API (parse, call, print/write).
+
+    corrmark eval pf-willow --root DIR --matcher nn --backbone dinov2_vits14 --layers 8 --image-size 224 ...
+    corrmark match SOURCE TARGET [--points FILE] --out DIR
+    corrmark demo [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from .errors import CorrmarkError
+
+
+def _add_matcher_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("matcher")
+    group.add_argument("--matcher", default="nn", help="matcher name (default: nn, the zero-shot matcher)")
+    group.add_argument("--checkpoint", default=None, help="trained weights for a trained matcher")
+    group.add_argument("--backbone", default=None,
+                       help="backbone name(s); fuse with '+', e.g. dinov2_vits14+efficientnet_lite0")
+    group.add_argument("--layers", nargs="+", default=None,
+                       help="layers per backbone, comma-separated within one backbone: '--layers 8,9 3'")
+    group.add_argument("--image-size", type=int, default=None, help="longer side the images are resized to")
+    group.add_argument("--square", action="store_true", help="resize to a square instead of keeping the aspect")
+    group.add_argument("--mutual", action="store_true", help="soft mutual-nearest-neighbour filtering")
+    group.add_argument("--flip", choices=["none", "auto"], default=None, help="match the mirrored target too")
+    group.add_argument("--sigma", type=float, default=None, help="kernel soft-argmax window (cells); 0 = hard argmax")
+    group.add_argument("--beta", type=float, default=None, help="soft-argmax temperature")
+    group.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+
+
+def parse_layers(tokens: list[str] | None):
+    """'8' -> [8]; '8,9' -> [8, 9]; '8 3' -> [[8], [3]] (one token per fused backbone)."""
+    if tokens is None:
+        return None
+    try:
+        groups = [[int(v) for v in token.split(",") if v != ""] for token in tokens]
+    except ValueError:
+        raise CorrmarkError(f"--layers takes integers, got {' '.join(tokens)}") from None
+    return groups[0] if len(groups) == 1 else groups
+
+
+def matcher_options(args) -> dict:
+    """The matcher settings given on the command line (parsed, not yet loaded: cheap, so errors come first)."""
+    return {
+        "backbone": args.backbone,
+        "layers": parse_layers(args.layers),
+        "image_size": args.image_size,
+        "keep_aspect": False if args.square else None,
+        "mutual": True if args.mutual else None,
+        "flip": args.flip,
+        "beta": args.beta,
+        "sigma": args.sigma,
+    }
+
+
+def matcher_from_args(args, options: dict | None = None):
+    from . import load_matcher
+
+    options = matcher_options(args) if options is None else options
+    return load_matcher(args.matcher, checkpoint=args.checkpoint, device=args.device, **options)
+
+
+def _cmd_eval(args) -> int:
+    from .data import open_dataset
+    from .eval import PCKProtocol
+    from .eval.runner import evaluate_matcher, format_pck_table
+    from .io import write_json_atomic
+
+    options = matcher_options(args)
+    protocol = PCKProtocol(direction=args.direction, threshold=args.threshold, averaging=args.averaging,
+                           alphas=tuple(args.alphas), resolution=_resolution(args.resolution))
+    dataset = open_dataset(args.dataset, args.root, split=args.split)
+    matcher = matcher_from_args(args, options)
+    result = evaluate_matcher(matcher, dataset, protocol, limit=args.limit, progress=not args.quiet)
+    result["command"] = "corrmark " + shlex.join(args.argv) if args.record_command else None
+    print(format_pck_table(result))
+    if args.json:
+        write_json_atomic(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _resolution(text: str):
+    if text == "original":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise CorrmarkError(f"--resolution takes 'original' or an integer, got '{text}'") from None
+
+
+def _cmd_match(args) -> int:
+    from .api import match_pair
+
+    summary = match_pair(matcher_from_args(args), args.source, args.target, args.out, points_file=args.points)
+    for key, value in summary.items():
+        print(f"{key}: {value}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    report = run_demo(args.out, device=args.device, progress=not args.quiet)
+    print(f"demo report: {report.resolve()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="corrmark", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    evaluate = commands.add_parser("eval", help="PCK of a matcher on a benchmark")
+    evaluate.add_argument("dataset", help="pf-willow, pf-pascal, spair-71k, tss, caltech-101, stanfordextra, pairs-file")
+    evaluate.add_argument("--root", required=True, help="dataset folder (or the pairs file for pairs-file)")
+    evaluate.add_argument("--split", default=None, help="dataset split (e.g. test; pf-willow: all|train|test)")
+    evaluate.add_argument("--direction", choices=["t2s", "s2t"], default="t2s")
+    evaluate.add_argument("--threshold", choices=["img", "bbox", "kp-bbox"], default="kp-bbox")
+    evaluate.add_argument("--averaging", choices=["pair", "keypoint"], default="pair")
+    evaluate.add_argument("--alphas", type=float, nargs="+", default=[0.05, 0.1, 0.15])
+    evaluate.add_argument("--resolution", default="original", help="'original' or R (measure on RxR images)")
+    evaluate.add_argument("--limit", type=int, default=None, help="evaluate the first N pairs only")
+    evaluate.add_argument("--json", default=None, help="write the result here")
+    evaluate.add_argument("--no-record-command", dest="record_command", action="store_false")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_matcher_options(evaluate)
+    evaluate.set_defaults(handler=_cmd_eval)
+
+    match = commands.add_parser("match", help="match two images: mapping, warp, overlay, points")
+    match.add_argument("source")
+    match.add_argument("target")
+    match.add_argument("--points", default=None, help="source keypoints (JSON [[x, y], ...] or CSV x,y)")
+    match.add_argument("--out", required=True, help="output folder")
+    _add_matcher_options(match)
+    match.set_defaults(handler=_cmd_match)
+
+    demo = commands.add_parser("demo", help="match the bundled example pairs and write an HTML report")
+    demo.add_argument("--out", default="corrmark-demo", help="output folder (default: corrmark-demo)")
+    demo.add_argument("--device", default="cpu")
+    demo.add_argument("--quiet", action="store_true")
+    demo.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv  # recorded with results, so every number names the command that produced it
+    try:
+        return args.handler(args)
+    except CorrmarkError as error:
+        print(f"corrmark: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("corrmark: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

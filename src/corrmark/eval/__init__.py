@@ -1,0 +1,27 @@
+"""Evaluation metrics with explicit protocols: PCK for keypoint transfer, LT-ACC and IoU for mask transfer."""
+
+from .masks import MaskAccumulator, label_transfer_accuracy, mask_iou
+from .pck import (
+    DEFAULT_ALPHAS,
+    PCKAccumulator,
+    PCKProtocol,
+    alpha_key,
+    evaluation_side,
+    pck_per_pair,
+    rescale_for_protocol,
+    threshold_length,
+)
+
+__all__ = [
+    "DEFAULT_ALPHAS",
+    "MaskAccumulator",
+    "PCKAccumulator",
+    "PCKProtocol",
+    "alpha_key",
+    "evaluation_side",
+    "label_transfer_accuracy",
+    "mask_iou",
+    "pck_per_pair",
+    "rescale_for_protocol",
+    "threshold_length",
+]

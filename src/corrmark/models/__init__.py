@@ -1,0 +1,37 @@
+"""Models: one file per method, all behind the ``Matcher`` / ``LandmarkModel`` interfaces of ``base``."""
+
+from __future__ import annotations
+
+from ..errors import UnknownNameError
+from .base import LandmarkModel, Matcher, read_mapping_at
+
+
+def _build_nn(checkpoint=None, device="cpu", **options):
+    from .zero_shot import NearestNeighbourMatcher
+
+    if checkpoint is not None:
+        raise UnknownNameError("the 'nn' matcher has no trained weights; drop --checkpoint or pick a trained matcher")
+    return NearestNeighbourMatcher(device=device, **options)
+
+
+MATCHERS = {"nn": _build_nn}
+
+
+def available_matchers() -> list[str]:
+    return sorted(MATCHERS)
+
+
+def load_matcher(name: str, checkpoint=None, device="cpu", **options) -> Matcher:
+    """Build a matcher by name (``available_matchers()``); options are the method's config fields.
+
+    >>> matcher = load_matcher("nn", backbone="dinov2_vits14", layers=[8], image_size=224)  # doctest: +SKIP
+    """
+    try:
+        builder = MATCHERS[name]
+    except KeyError:
+        raise UnknownNameError(f"unknown matcher '{name}'; available: {', '.join(available_matchers())}") from None
+    options = {key: value for key, value in options.items() if value is not None}
+    return builder(checkpoint=checkpoint, device=device, **options)
+
+
+__all__ = ["LandmarkModel", "Matcher", "available_matchers", "load_matcher", "read_mapping_at"]

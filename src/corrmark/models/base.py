@@ -1,0 +1,72 @@
+"""The two interfaces every method answers: ``Matcher`` (correspondence) and ``LandmarkModel`` (landmarks).
+
+Methods differ in how they compute a mapping or heatmaps, never in how callers use them: the evaluator, the CLI and
+keypoint propagation speak only to these classes.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+import torch
+
+from ..io import ImageLike, check_keypoints, read_image
+
+
+class Matcher(abc.ABC):
+    """Dense semantic correspondence between two images of the same kind of object.
+
+    Coordinates are 0-based pixels of the ORIGINAL images (see docs/CONVENTIONS.md), whatever resolution the
+    model works at internally.
+    """
+
+    name: str = "matcher"
+
+    @abc.abstractmethod
+    def estimate_mapping(self, source: ImageLike, target: ImageLike) -> np.ndarray:
+        """Return (H_t, W_t, 2): the source (x, y) matching every target pixel."""
+
+    def transfer_keypoints(self, source: ImageLike, target: ImageLike, points) -> np.ndarray:
+        """Move ``points`` (N, 2) of the source image to the target image; returns (N, 2) target (x, y).
+
+        Points outside the source image or non-finite raise ``InvalidKeypointsError``. The default reads the
+        target-to-... mapping computed in the other direction (a source-grid mapping into the target) at the points;
+        methods with a sparse path override this.
+        """
+        source_image, target_image = read_image(source), read_image(target)
+        points = check_keypoints(points, source_image.shape[:2], name="source keypoints")
+        mapping_on_source = self.estimate_mapping(target_image, source_image)  # source grid -> target coords
+        return read_mapping_at(mapping_on_source, points)
+
+    def describe(self) -> dict:
+        """Settings that determine this matcher's output, recorded with every result."""
+        return {"name": self.name}
+
+
+class LandmarkModel(abc.ABC):
+    """Unsupervised landmark detector: K heatmaps and K points per image."""
+
+    name: str = "landmarks"
+    num_landmarks: int
+
+    @abc.abstractmethod
+    def detect(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, 3, H, W) in [0, 1] -> heatmaps (B, K, h, w), points (B, K, 2) in input-pixel (x, y)."""
+
+    def describe(self) -> dict:
+        return {"name": self.name, "num_landmarks": self.num_landmarks}
+
+
+def read_mapping_at(mapping: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Bilinearly read a dense (H, W, 2) mapping at sub-pixel (x, y) points; points are clamped to pixel centres
+    only for the interpolation weights (the caller has already rejected points outside the image)."""
+    height, width = mapping.shape[:2]
+    x = np.clip(points[:, 0], 0, width - 1)
+    y = np.clip(points[:, 1], 0, height - 1)
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    x1, y1 = np.minimum(x0 + 1, width - 1), np.minimum(y0 + 1, height - 1)
+    wx, wy = (x - x0)[:, None], (y - y0)[:, None]
+    top = mapping[y0, x0] * (1 - wx) + mapping[y0, x1] * wx
+    bottom = mapping[y1, x0] * (1 - wx) + mapping[y1, x1] * wx
+    return top * (1 - wy) + bottom * wy

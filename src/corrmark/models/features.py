@@ -1,0 +1,97 @@
+"""Dense descriptors for matching: one or several backbones, resized to one grid, normalised and concatenated.
+
+Shared by the zero-shot matcher and by trained methods that start from frozen features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..backbones import build_backbone
+from ..errors import CorrmarkError
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image resized for a network, and what is needed to map its grid back to the original pixels."""
+
+    tensor: torch.Tensor  # (1, 3, h, w) in [0, 1]
+    original_hw: tuple[int, int]
+
+
+def prepare_image(image: np.ndarray, image_size: int, multiple: int, keep_aspect: bool, device) -> PreparedImage:
+    """Resize so the longer side is ``image_size`` (or to a square), both sides rounded to ``multiple``."""
+    height, width = image.shape[:2]
+    if keep_aspect:
+        scale = image_size / max(height, width)
+        new_h, new_w = _round_to(height * scale, multiple), _round_to(width * scale, multiple)
+    else:
+        new_h = new_w = _round_to(image_size, multiple)
+    tensor = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float() / 255.0
+    # antialias keeps downsampled features stable; bilinear matches what the backbones were trained on
+    tensor = F.interpolate(tensor, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
+    return PreparedImage(tensor.clamp_(0, 1), (height, width))
+
+
+def _round_to(value: float, multiple: int) -> int:
+    return max(multiple, int(round(value / multiple)) * multiple)
+
+
+class DescriptorExtractor(torch.nn.Module):
+    """Concatenates L2-normalised feature maps of several (backbone, layers) onto the grid of the first one.
+
+    ``specs`` is a list of (backbone name, layers, weight): each layer's map is normalised, scaled by its weight
+    and resized bilinearly to the reference grid; the concatenation is normalised again.
+    """
+
+    def __init__(self, specs: list[tuple[str, list[int] | None, float]], device="cpu", weights_files=None):
+        super().__init__()
+        if not specs:
+            raise CorrmarkError("a descriptor needs at least one backbone")
+        weights_files = weights_files or {}
+        self.backbones = torch.nn.ModuleList(
+            build_backbone(name, layers=layers, weights=weights_files.get(name), device=device) for name, layers, _ in specs
+        )
+        self.weights = [float(weight) for _, _, weight in specs]
+        self.size_multiple = int(np.lcm.reduce([b.size_multiple for b in self.backbones]))
+        reference = next(iter(self.backbones[0].feature_specs.values()))
+        self.stride = reference.stride
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        grid = (images.shape[-2] // self.stride, images.shape[-1] // self.stride)
+        parts = []
+        for backbone, weight in zip(self.backbones, self.weights):
+            for feature in backbone(images).values():
+                feature = F.normalize(feature, dim=1)
+                if feature.shape[-2:] != grid:
+                    feature = F.interpolate(feature, size=grid, mode="bilinear", align_corners=False)
+                parts.append(feature * weight)
+        return F.normalize(torch.cat(parts, dim=1), dim=1)
+
+
+def parse_backbone_spec(backbone: str, layers) -> list[tuple[str, list[int] | None, float]]:
+    """Turn ``"dinov2_vits14+efficientnet_lite0"`` and layers ``[[8, 9], [3]]`` (or ``[8]`` for one backbone)
+    into extractor specs. A weight can follow a name: ``"dinov2_vits14*1.0+efficientnet_lite0*0.5"``."""
+    names = [part.strip() for part in backbone.split("+") if part.strip()]
+    if layers is None:
+        per_backbone = [None] * len(names)
+    elif len(names) == 1:
+        per_backbone = [list(layers) if not _is_nested(layers) else list(layers[0])]
+    else:
+        if not _is_nested(layers) or len(layers) != len(names):
+            raise CorrmarkError(f"give one layer list per backbone for '{backbone}', got {layers!r}")
+        per_backbone = [list(group) if group is not None else None for group in layers]
+    specs = []
+    for name, group in zip(names, per_backbone):
+        name, _, weight = name.partition("*")
+        specs.append((name, group, float(weight) if weight else 1.0))
+    return specs
+
+
+def _is_nested(layers) -> bool:
+    return any(isinstance(item, (list, tuple)) or item is None for item in layers)

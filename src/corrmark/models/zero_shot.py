@@ -1,0 +1,182 @@
+"""Zero-shot matcher: nearest neighbours of frozen pretrained features, no training.
+
+Pipeline: resize both images -> descriptors (one or several backbones, fused) -> 4D cosine correlation -> optional
+soft mutual-nearest-neighbour filtering -> kernel soft argmax (a Gaussian window around the best match, then a
+soft argmax inside it, for sub-cell precision) -> coordinates mapped back to the original images. With
+``flip="auto"`` the target is also matched mirrored and the orientation with the stronger mutual agreement is kept
+(objects of the same class often face opposite ways, and ViT features confuse left and right parts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from ..errors import CorrmarkError, UnknownNameError
+from ..io import ImageLike, check_keypoints, read_image
+from ..ops import (correlation_4d, grid_stride, grid_to_pixel, kernel_soft_argmax, mutual_nn_filter, pixel_to_grid,
+                   resize_mapping, sample_field)
+from .base import Matcher
+from .features import DescriptorExtractor, parse_backbone_spec, prepare_image
+
+
+@dataclass
+class NNMatcherConfig:
+    backbone: str = "dinov2_vits14"
+    layers: list | None = None  # None: the backbone's default (DINOv2: block 8)
+    image_size: int = 224
+    keep_aspect: bool = True
+    mutual: bool = False
+    beta: float = 50.0  # soft argmax temperature on cosine similarities
+    sigma: float = 2.0  # Gaussian window (feature cells) around the hard match; 0 = plain argmax
+    flip: str = "none"  # "none" | "auto"
+
+
+# Named settings; "best" is the measured best zero-shot configuration (docs/BENCHMARKS.md).
+PRESETS = {
+    "dinov2-block8": {"backbone": "dinov2_vits14", "layers": [8], "image_size": 224, "sigma": 0},
+    "best": {"backbone": "dinov2_vits14", "layers": [8], "image_size": 224},
+}
+
+
+class NearestNeighbourMatcher(Matcher):
+    """Matches by nearest neighbours of frozen descriptors; see the module docstring."""
+
+    name = "nn"
+
+    def __init__(self, config: NNMatcherConfig | None = None, device="cpu", weights_files=None, **overrides):
+        preset = overrides.pop("preset", None)
+        if preset is not None and preset not in PRESETS:
+            raise UnknownNameError(f"unknown nn-matcher preset '{preset}'; presets: {', '.join(PRESETS)}")
+        self.config = config or NNMatcherConfig(**PRESETS.get(preset, {}))
+        for key, value in overrides.items():
+            if not hasattr(self.config, key):
+                raise UnknownNameError(f"unknown nn-matcher option '{key}'; options: {', '.join(asdict(self.config))}")
+            setattr(self.config, key, value)
+        if self.config.flip not in ("none", "auto"):
+            raise CorrmarkError(f"flip must be 'none' or 'auto', got '{self.config.flip}'")
+        self.device = torch.device(device)
+        specs = parse_backbone_spec(self.config.backbone, self.config.layers)
+        self.extractor = DescriptorExtractor(specs, device=self.device, weights_files=weights_files).eval()
+        self.cache_size = 64  # images whose descriptors are kept (about 0.4-2 MB each)
+        self._cache: OrderedDict = OrderedDict()
+
+    def describe(self) -> dict:
+        return {"name": self.name, **asdict(self.config)}
+
+    # --- public interface -------------------------------------------------------------------------------------
+    def estimate_mapping(self, source: ImageLike, target: ImageLike) -> np.ndarray:
+        source_image, target_image = read_image(source), read_image(target)
+        grid_mapping, _ = self._grid_mapping(target_image, source_image)  # on the target grid, in source pixels
+        return _upsample_grid_mapping(grid_mapping, target_image.shape[:2])
+
+    def transfer_keypoints(self, source: ImageLike, target: ImageLike, points) -> np.ndarray:
+        return self.match_points(source, target, points)[0]
+
+    def match_points(self, source: ImageLike, target: ImageLike, points) -> tuple[np.ndarray, np.ndarray]:
+        """Transfer source ``points`` to the target; also return each match's cosine similarity (N,)."""
+        source_image, target_image = read_image(source), read_image(target)
+        points = check_keypoints(points, source_image.shape[:2], name="source keypoints")
+        if len(points) == 0:
+            return np.zeros((0, 2)), np.zeros(0)
+        with torch.no_grad():
+            source_prep, source_features = self._describe(source_image)
+            correlation, flipped = self._correlate(source_features, target_image)
+            query_grid = pixel_to_grid(torch.as_tensor(points, dtype=torch.float32, device=self.device),
+                                       grid_stride(source_prep.original_hw, source_features.shape[-2:]))
+            rows = _sample_source_rows(correlation, query_grid)  # (N, h_t, w_t)
+            matched, score = self._soft_argmax(rows)
+            target_hw = target_image.shape[:2]
+            target_grid_hw = correlation.shape[-2:]
+            matched = grid_to_pixel(matched, grid_stride(target_hw, target_grid_hw)).cpu().numpy().astype(np.float64)
+        if flipped:
+            matched[:, 0] = target_hw[1] - 1 - matched[:, 0]
+        return matched, score.cpu().numpy()
+
+    # --- internals ---------------------------------------------------------------------------------------------
+    def _describe(self, image: np.ndarray):
+        """Descriptors of an image, cached by content: benchmarks and folders reuse each image in many pairs."""
+        key = (hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest(), image.shape)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        prepared = prepare_image(image, self.config.image_size, self.extractor.size_multiple,
+                                 self.config.keep_aspect, self.device)
+        described = (prepared, self.extractor(prepared.tensor))
+        self._cache[key] = described
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return described
+
+    def _correlate(self, source_features: torch.Tensor, target_image: np.ndarray):
+        """(h_s, w_s, h_t, w_t) correlation with the target, or with its mirror image when that agrees better."""
+        _, target_features = self._describe(target_image)
+        correlation = self._filtered(correlation_4d(source_features, target_features)[0])
+        if self.config.flip != "auto":
+            return correlation, False
+        _, mirrored_features = self._describe(np.ascontiguousarray(target_image[:, ::-1]))
+        mirrored = self._filtered(correlation_4d(source_features, mirrored_features)[0])
+        if _mutual_agreement(mirrored) > _mutual_agreement(correlation):
+            return mirrored, True
+        return correlation, False
+
+    def _filtered(self, correlation: torch.Tensor) -> torch.Tensor:
+        if not self.config.mutual:
+            return correlation
+        return mutual_nn_filter(correlation[None].clamp(min=0))[0]
+
+    def _soft_argmax(self, rows: torch.Tensor):
+        """rows (N, h, w) of scores -> (N, 2) grid (x, y) and the best score per row."""
+        best = rows.flatten(1).max(dim=1).values
+        if not self.config.sigma:
+            index = rows.flatten(1).argmax(dim=1)
+            width = rows.shape[-1]
+            coords = torch.stack([index % width, index // width], dim=1).float()
+            return coords, best
+        coords = kernel_soft_argmax(rows[None, :, None], beta=self.config.beta, sigma=self.config.sigma, normalize=False)
+        return coords[0, :, 0], best
+
+    def _grid_mapping(self, query_image: np.ndarray, reference_image: np.ndarray):
+        """For every cell of the query image's grid, the matching (x, y) in reference-image original pixels."""
+        with torch.no_grad():
+            query_prep, query_features = self._describe(query_image)
+            correlation, flipped = self._correlate(query_features, reference_image)
+            h_q, w_q, h_r, w_r = correlation.shape
+            matched, score = self._soft_argmax(correlation.reshape(h_q * w_q, h_r, w_r))
+            reference_hw = reference_image.shape[:2]
+            matched = grid_to_pixel(matched, grid_stride(reference_hw, (h_r, w_r)))
+            mapping = matched.reshape(h_q, w_q, 2).cpu().numpy().astype(np.float64)
+        if flipped:
+            mapping[..., 0] = reference_hw[1] - 1 - mapping[..., 0]
+        return mapping, score.reshape(h_q, w_q).cpu().numpy()
+
+
+def _sample_source_rows(correlation: torch.Tensor, query_grid: torch.Tensor) -> torch.Tensor:
+    """Bilinearly interpolate correlation rows at sub-cell source positions: (N, 2) grid -> (N, h_t, w_t)."""
+    h_s, w_s, h_t, w_t = correlation.shape
+    field = correlation.reshape(h_s, w_s, h_t * w_t).permute(2, 0, 1)[None]  # (1, h_t*w_t, h_s, w_s)
+    rows = sample_field(field, query_grid[None], channels_last=False)[0]  # (N, h_t*w_t)
+    return rows.reshape(-1, h_t, w_t)
+
+
+def _mutual_agreement(correlation: torch.Tensor) -> float:
+    """Mean similarity of mutual nearest neighbour pairs: higher when the two images are in the same orientation."""
+    h_s, w_s, h_t, w_t = correlation.shape
+    flat = correlation.reshape(h_s * w_s, h_t * w_t)
+    forward = flat.argmax(dim=1)
+    backward = flat.argmax(dim=0)
+    mutual = backward[forward] == torch.arange(flat.shape[0], device=flat.device)
+    if not mutual.any():
+        return float("-inf")
+    return float(flat.max(dim=1).values[mutual].sum() / flat.shape[0])
+
+
+def _upsample_grid_mapping(grid_mapping: np.ndarray, target_hw) -> np.ndarray:
+    """Bilinearly spread a (h, w, 2) grid mapping over every pixel of the (H, W) target. No extrapolation at the
+    border: nearest-neighbour fields are not smooth enough for it to be safe."""
+    field = torch.from_numpy(grid_mapping.astype(np.float32))[None]
+    return resize_mapping(field, tuple(target_hw), extrapolate=False)[0].numpy().astype(np.float64)

@@ -1,0 +1,260 @@
+"""Coordinate conversions and warping with dense mappings (see docs/CONVENTIONS.md).
+
+Units used below:
+
+- *pixel coordinates* ``(x, y)``: the centre of the top-left pixel (or cell) of a map is ``(0, 0)``; a map of size
+  ``(H, W)`` spans ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``. "Pixel coordinates of a map" and "grid coordinates" are the
+  same thing for a feature grid, so every function here works on images and feature grids alike.
+- *stride*: cell ``(i, j)`` of a grid of stride ``s`` is centred at image pixel
+  ``((j + 0.5) s - 0.5, (i + 0.5) s - 0.5)``.
+- *normalized*: ``grid_sample`` coordinates in ``[-1, 1]`` with ``align_corners=False``.
+- a *mapping* ``(B, h, w, 2)`` holds, for each cell of the grid it is defined on, ``(x, y)`` coordinates in another map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from corrmark.ops._checks import check_last_dim, check_ndim
+
+Stride = float | Sequence[float] | torch.Tensor
+
+
+def pixel_grid(
+    h: int, w: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """``(h, w, 2)`` tensor whose entry ``[i, j]`` is ``(x, y) = (j, i)``: the identity mapping of an ``h x w`` map."""
+    dtype = dtype or torch.get_default_dtype()
+    ys = torch.arange(h, device=device, dtype=dtype)
+    xs = torch.arange(w, device=device, dtype=dtype)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([grid_x, grid_y], dim=-1)
+
+
+def _stride_tensor(stride: Stride, like: torch.Tensor) -> torch.Tensor:
+    """``stride`` (float, ``(sx, sy)`` or a tensor broadcastable to ``like``) as a tensor on ``like``'s device/dtype."""
+    stride_tensor = torch.as_tensor(stride, device=like.device, dtype=like.dtype)
+    if stride_tensor.dim() > 0 and stride_tensor.shape[-1] not in (1, 2):
+        raise ValueError(f"stride must be a float or an (sx, sy) pair, got shape {tuple(stride_tensor.shape)}")
+    if bool((stride_tensor <= 0).any()):
+        raise ValueError(f"stride must be positive, got {stride!r}")
+    return stride_tensor
+
+
+def grid_to_pixel(coords: torch.Tensor, stride: Stride) -> torch.Tensor:
+    """Grid ``(x, y)`` coordinates ``(..., 2)`` to image pixels: ``p = (g + 0.5) * s - 0.5``.
+
+    ``stride`` is a float, ``(sx, sy)`` (e.g. :func:`grid_stride` when the image size is not a multiple of the grid),
+    or a tensor broadcastable to ``coords`` (e.g. ``(B, 1, 2)`` per-image strides).
+    """
+    check_last_dim(coords, 2, "coords")
+    return (coords + 0.5) * _stride_tensor(stride, coords) - 0.5
+
+
+def pixel_to_grid(coords: torch.Tensor, stride: Stride) -> torch.Tensor:
+    """Image pixel ``(x, y)`` coordinates ``(..., 2)`` to grid coordinates: ``g = (p + 0.5) / s - 0.5``."""
+    check_last_dim(coords, 2, "coords")
+    return (coords + 0.5) / _stride_tensor(stride, coords) - 0.5
+
+
+def grid_stride(image_size_hw: tuple[int, int], grid_size_hw: tuple[int, int]) -> tuple[float, float]:
+    """Effective ``(sx, sy)`` stride of an ``(h, w)`` grid covering an ``(H, W)`` image: ``(W / w, H / h)``.
+
+    With it the grid's cells tile the image exactly, which is also what ``interpolate(align_corners=False)`` assumes.
+    """
+    (image_h, image_w), (grid_h, grid_w) = image_size_hw, grid_size_hw
+    return image_w / grid_w, image_h / grid_h
+
+
+def pixel_to_normalized(coords: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+    """Pixel ``(x, y)`` ``(..., 2)`` of an ``(H, W)`` map to ``grid_sample`` coordinates (``align_corners=False``).
+
+    ``x_n = (2x + 1) / W - 1``: the map's edges ``-0.5`` and ``W - 0.5`` go to ``-1`` and ``1``.
+    """
+    check_last_dim(coords, 2, "coords")
+    height, width = size_hw
+    size = torch.tensor([width, height], device=coords.device, dtype=coords.dtype)
+    return (2.0 * coords + 1.0) / size - 1.0
+
+
+def normalized_to_pixel(coords: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+    """Inverse of :func:`pixel_to_normalized`: ``x = ((x_n + 1) W - 1) / 2``."""
+    check_last_dim(coords, 2, "coords")
+    height, width = size_hw
+    size = torch.tensor([width, height], device=coords.device, dtype=coords.dtype)
+    return ((coords + 1.0) * size - 1.0) / 2.0
+
+
+def inside_map(points: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+    """Bool ``(...)``: ``(x, y)`` points ``(..., 2)`` are finite and within ``[-0.5, W-0.5] x [-0.5, H-0.5]``."""
+    check_last_dim(points, 2, "points")
+    height, width = size_hw
+    x, y = points[..., 0], points[..., 1]
+    # NaN compares False, so NaN points come out invalid
+    return (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
+
+
+def _check_mapping(mapping: torch.Tensor, name: str) -> None:
+    check_ndim(mapping, 4, name, "(B, h, w, 2)")
+    check_last_dim(mapping, 2, name)
+
+
+def warp_backward(
+    source: torch.Tensor, mapping: torch.Tensor, mode: str = "bilinear", padding_mode: str = "zeros"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backward warp: ``warped[:, :, i, j] = source[:, :, mapping[:, i, j, 1], mapping[:, i, j, 0]]`` (interpolated).
+
+    Args:
+        source: ``(B, C, Hs, Ws)`` image, feature map or mask. Non-float sources (bool/int masks) are sampled as
+            floats and, with ``mode="nearest"``, cast back to their dtype.
+        mapping: ``(B, Ht, Wt, 2)`` ``(x, y)`` pixel coordinates in ``source`` for each target pixel (a
+            target-to-source mapping). Non-finite entries read as padding and are invalid.
+        mode: ``grid_sample`` mode: ``"bilinear"``, ``"nearest"`` or ``"bicubic"``.
+        padding_mode: ``grid_sample`` padding: ``"zeros"``, ``"border"`` or ``"reflection"``.
+
+    Returns:
+        ``warped``: ``(B, C, Ht, Wt)``;
+        ``valid``: ``(B, Ht, Wt)`` bool, mapping inside the source extent ``[-0.5, Ws-0.5] x [-0.5, Hs-0.5]`` (with zero
+        padding, values in the outer half pixel are blended with zeros).
+    """
+    check_ndim(source, 4, "source", "(B, C, Hs, Ws)")
+    _check_mapping(mapping, "mapping")
+    if source.shape[0] != mapping.shape[0]:
+        raise ValueError(f"source {tuple(source.shape)} and mapping {tuple(mapping.shape)} differ in batch size")
+    source_size = source.shape[-2:]
+    valid = inside_map(mapping, source_size)
+    original_dtype = source.dtype
+    if not source.is_floating_point():
+        source = source.to(mapping.dtype if mapping.is_floating_point() else torch.get_default_dtype())
+    grid = pixel_to_normalized(mapping.to(source.dtype), source_size)
+    # keep NaN/inf out of grid_sample (undefined there); a point far outside reads padding
+    grid = torch.where(torch.isfinite(grid), grid, torch.full_like(grid, -3.0))
+    warped = F.grid_sample(source, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
+    if mode == "nearest" and original_dtype != warped.dtype and not original_dtype.is_floating_point:
+        warped = warped.to(original_dtype)
+    return warped, valid
+
+
+def sample_field(
+    field: torch.Tensor, points: torch.Tensor, channels_last: bool | None = None, padding_mode: str = "border"
+) -> torch.Tensor:
+    """Bilinear read of a dense field at sub-pixel points (e.g. a mapping at keypoints).
+
+    Args:
+        field: ``(B, h, w, 2)`` mapping (channels last) or ``(B, C, h, w)`` map.
+        points: ``(B, N, 2)`` ``(x, y)`` pixel coordinates of the field's own grid.
+        channels_last: layout of ``field``; ``None`` infers channels-last when the last dim has size 2 (pass it
+            explicitly for a ``(B, C, h, 2)`` map).
+        padding_mode: ``"border"`` (default) repeats edge values for points in the outer half pixel or outside.
+
+    Returns:
+        ``(B, N, C)`` (``(B, N, 2)`` for a mapping).
+    """
+    check_ndim(field, 4, "field", "(B, h, w, 2) or (B, C, h, w)")
+    check_ndim(points, 3, "points", "(B, N, 2)")
+    check_last_dim(points, 2, "points")
+    if channels_last is None:
+        channels_last = field.shape[-1] == 2
+    channels_first = field.permute(0, 3, 1, 2) if channels_last else field
+    values, _ = warp_backward(channels_first, points.unsqueeze(1), mode="bilinear", padding_mode=padding_mode)
+    return values.squeeze(2).transpose(1, 2)  # (B, C, 1, N) -> (B, N, C)
+
+
+def compose_mappings(mapping_b_to_a: torch.Tensor, mapping_c_to_b: torch.Tensor) -> torch.Tensor:
+    """Chain two mappings: ``result[c] = mapping_b_to_a(mapping_c_to_b[c])`` (bilinear read, border padding).
+
+    Args:
+        mapping_b_to_a: ``(B, hB, wB, 2)``, defined on B, values are ``(x, y)`` coordinates in A.
+        mapping_c_to_b: ``(B, hC, wC, 2)``, defined on C, values are ``(x, y)`` pixel coordinates of B's
+            ``hB x wB`` grid.
+
+    Returns:
+        ``(B, hC, wC, 2)`` mapping from C to A. Where ``mapping_c_to_b`` leaves B the edge value of
+        ``mapping_b_to_a`` is used; check :func:`inside_map` on ``mapping_c_to_b`` if that matters.
+    """
+    _check_mapping(mapping_b_to_a, "mapping_b_to_a")
+    _check_mapping(mapping_c_to_b, "mapping_c_to_b")
+    values = mapping_b_to_a.permute(0, 3, 1, 2)
+    composed, _ = warp_backward(values, mapping_c_to_b, mode="bilinear", padding_mode="border")
+    return composed.permute(0, 2, 3, 1)
+
+
+def cycle_error(mapping_t_to_s: torch.Tensor, mapping_s_to_t: torch.Tensor) -> torch.Tensor:
+    """Distance, in target pixels, between each target pixel and where it lands after going t -> s -> t.
+
+    Args:
+        mapping_t_to_s: ``(B, Ht, Wt, 2)``, values in pixel coordinates of the grid ``mapping_s_to_t`` lives on.
+        mapping_s_to_t: ``(B, Hs, Ws, 2)``, values in pixel coordinates of the ``Ht x Wt`` target grid.
+
+    Returns:
+        ``(B, Ht, Wt)`` Euclidean error (0 for consistent mappings).
+    """
+    round_trip = compose_mappings(mapping_s_to_t, mapping_t_to_s)
+    height, width = mapping_t_to_s.shape[1:3]
+    identity = pixel_grid(height, width, device=round_trip.device, dtype=round_trip.dtype)
+    return torch.linalg.vector_norm(round_trip - identity, dim=-1)
+
+
+def _resize_axis(values: torch.Tensor, new_size: int, dim: int, extrapolate: bool) -> torch.Tensor:
+    """Linear resampling of ``values`` along ``dim`` to ``new_size`` entries, cell-centre aligned.
+
+    Output entry ``k`` reads input position ``(k + 0.5) * n / new_size - 0.5`` (``align_corners=False``). Beyond the
+    outer entries the line through the two outer samples is followed (``extrapolate``) or the edge value is kept.
+    """
+    size = values.shape[dim]
+    if size == 1:
+        shape = list(values.shape)
+        shape[dim] = new_size
+        return values.expand(*shape)
+    positions = (torch.arange(new_size, device=values.device, dtype=values.dtype) + 0.5) * (size / new_size) - 0.5
+    if not extrapolate:
+        positions = positions.clamp(0, size - 1)
+    lower = positions.floor().clamp(0, size - 2).long()
+    weight = positions - lower.to(values.dtype)  # outside [0, 1] only when extrapolating
+    shape = [1] * values.dim()
+    shape[dim] = new_size
+    weight = weight.reshape(shape)
+    below = values.index_select(dim, lower)
+    above = values.index_select(dim, lower + 1)
+    return below + (above - below) * weight
+
+
+def resize_mapping(
+    mapping: torch.Tensor,
+    size_hw: tuple[int, int],
+    from_size_hw_of_values: tuple[int, int] | None = None,
+    to_size_hw_of_values: tuple[int, int] | None = None,
+    extrapolate: bool = True,
+) -> torch.Tensor:
+    """Resample a mapping onto another grid and (optionally) rescale its values to another resolution.
+
+    Typical use: a ``(B, ht, wt, 2)`` mapping on the target feature grid with values in source grid coordinates
+    ``(hs, ws)`` -> ``resize_mapping(m, (Ht, Wt), (hs, ws), (Hs, Ws))`` gives a mapping for every target image pixel
+    with values in source image pixels.
+
+    Both steps follow the cell-centre convention: output cell ``k`` reads the input at position
+    ``(k + 0.5) * h / H - 0.5`` (bilinear); values are converted with ``v' = (v + 0.5) * S_to / S_from - 0.5`` per axis.
+    With ``extrapolate=True`` the outer half cells are extrapolated linearly, so identity and affine mappings are
+    reproduced exactly up to the image border; ``False`` repeats the edge values (as ``interpolate`` does).
+
+    Args:
+        mapping: ``(B, h, w, 2)``.
+        size_hw: ``(H, W)`` of the output grid.
+        from_size_hw_of_values, to_size_hw_of_values: ``(h, w)`` sizes of the maps the values refer to, before and
+            after; both ``None`` keeps the values unchanged.
+
+    Returns:
+        ``(B, H, W, 2)``.
+    """
+    _check_mapping(mapping, "mapping")
+    if (from_size_hw_of_values is None) != (to_size_hw_of_values is None):
+        raise ValueError("give both from_size_hw_of_values and to_size_hw_of_values, or neither")
+    height, width = size_hw
+    resized = _resize_axis(_resize_axis(mapping, height, 1, extrapolate), width, 2, extrapolate)
+    if from_size_hw_of_values is None:
+        return resized.contiguous()
+    stride = grid_stride(to_size_hw_of_values, from_size_hw_of_values)
+    return grid_to_pixel(resized, stride)

@@ -1,0 +1,94 @@
+"""Pictures a person would rather look at than read: matches side by side, warped images, overlays."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from ..ops import warp_backward
+
+# Distinct colours for keypoint indices (cycled); chosen to stay visible on photos.
+PALETTE = [
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+    (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200),
+    (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128), (128, 128, 128),
+]
+
+
+def colour(index: int) -> tuple[int, int, int]:
+    return PALETTE[index % len(PALETTE)]
+
+
+def warp_image(source: np.ndarray, mapping: np.ndarray) -> np.ndarray:
+    """Backward-warp ``source`` (H_s, W_s, 3) uint8 onto the target grid with a (H_t, W_t, 2) mapping."""
+    image = torch.from_numpy(source).permute(2, 0, 1)[None].float()
+    field = torch.from_numpy(mapping.astype(np.float32))[None]
+    warped, _ = warp_backward(image, field)
+    return warped[0].permute(1, 2, 0).clamp(0, 255).round().byte().numpy()
+
+
+def blend(first: np.ndarray, second: np.ndarray, weight: float = 0.5) -> np.ndarray:
+    return (first.astype(np.float32) * (1 - weight) + second.astype(np.float32) * weight).round().astype(np.uint8)
+
+
+def _dot(draw: ImageDraw.ImageDraw, x: float, y: float, radius: float, fill, outline=(255, 255, 255)) -> None:
+    draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=fill, outline=outline, width=1)
+
+
+def draw_points(image: np.ndarray, points: np.ndarray, radius: float | None = None, labels=None) -> Image.Image:
+    """The image with coloured dots (colour = keypoint index); NaN points are skipped."""
+    canvas = Image.fromarray(image).convert("RGB")
+    draw = ImageDraw.Draw(canvas)
+    radius = radius or max(2.0, max(image.shape[:2]) / 100)
+    for index, (x, y) in enumerate(np.asarray(points, dtype=float)):
+        if np.isfinite(x) and np.isfinite(y):
+            _dot(draw, x, y, radius, colour(index))
+            if labels is not None:
+                draw.text((x + radius + 1, y - radius), str(labels[index]), fill=colour(index))
+    return canvas
+
+
+def draw_matches(source: np.ndarray, target: np.ndarray, source_points, predicted_points,
+                 truth_points=None) -> Image.Image:
+    """Source and target side by side; lines join each source point to its predicted target point.
+
+    With ground truth, a ring marks the true target point and a thin line joins prediction to truth, so the
+    error is visible at a glance.
+    """
+    height = max(source.shape[0], target.shape[0])
+    offset = source.shape[1]
+    canvas = Image.new("RGB", (source.shape[1] + target.shape[1], height), (255, 255, 255))
+    canvas.paste(Image.fromarray(source), (0, 0))
+    canvas.paste(Image.fromarray(target), (offset, 0))
+    draw = ImageDraw.Draw(canvas)
+    radius = max(2.0, height / 90)
+    source_points = np.asarray(source_points, dtype=float)
+    predicted_points = np.asarray(predicted_points, dtype=float)
+    for index, ((sx, sy), (px, py)) in enumerate(zip(source_points, predicted_points)):
+        if not np.all(np.isfinite([sx, sy, px, py])):
+            continue
+        draw.line([(sx, sy), (px + offset, py)], fill=colour(index), width=1)
+        _dot(draw, sx, sy, radius, colour(index))
+        _dot(draw, px + offset, py, radius, colour(index))
+        if truth_points is not None and np.all(np.isfinite(truth_points[index])):
+            tx, ty = truth_points[index]
+            draw.line([(px + offset, py), (tx + offset, ty)], fill=(255, 255, 255), width=1)
+            draw.ellipse([tx + offset - radius, ty - radius, tx + offset + radius, ty + radius],
+                         outline=colour(index), width=2)
+    return canvas
+
+
+def save_image(image, path: str | os.PathLike) -> Path:
+    """Save a PIL image or uint8 array as PNG/JPEG through a temporary file (atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    temporary = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    image.save(temporary)
+    os.replace(temporary, path)
+    return path

@@ -1,0 +1,91 @@
+"""The command line: each command end to end on small inputs, and one clear line for each user error."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from corrmark.cli import main, parse_layers
+
+
+def test_parse_layers():
+    assert parse_layers(None) is None
+    assert parse_layers(["8"]) == [8]
+    assert parse_layers(["8,9"]) == [8, 9]
+    assert parse_layers(["8", "2,3"]) == [[8], [2, 3]]
+
+
+def test_eval_writes_table_and_json(shared_data, tmp_path, capsys):
+    out = tmp_path / "result.json"
+    code = main(["eval", "pf-willow", "--root", str(shared_data / "pf-willow"), "--matcher", "nn",
+                 "--backbone", "dinov2_vits14", "--layers", "8", "--image-size", "224", "--direction", "s2t",
+                 "--limit", "2", "--json", str(out), "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "car(G)" in printed and "PCK@0.1" in printed
+    result = json.loads(out.read_text())
+    assert result["dataset"] == "pf-willow" and result["pairs"] == 2
+    assert set(result["pck"]) == {"0.05", "0.1", "0.15"} and 0 <= result["pck"]["0.1"] <= 1
+    assert result["protocol"] == {"direction": "s2t", "threshold": "kp-bbox", "averaging": "pair",
+                                  "alphas": [0.05, 0.1, 0.15], "resolution": "original"}
+    assert result["matcher"]["backbone"] == "dinov2_vits14" and "car(G)" in result["per_category"]
+    assert result["command"].startswith("corrmark eval pf-willow")
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["eval", "pf-willow", "--root", "/no/such/folder"], "/no/such/folder"),
+    (["eval", "no-such-set", "--root", "."], "unknown pair dataset 'no-such-set'"),
+    (["eval", "pf-willow", "--root", ".", "--layers", "x"], "--layers takes integers"),
+])
+def test_user_errors_are_one_line(arguments, message, capsys):
+    assert main(arguments) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("corrmark: error:") and message in error and "\n" not in error
+
+
+def test_unknown_backbone_is_one_line(tmp_path, capsys):
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    assert main(["match", str(image), str(image), "--out", str(tmp_path / "o"), "--backbone", "resnet9000"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "resnet9000" in error and "\n" not in error
+
+
+def test_match_writes_mapping_warp_overlay_and_points(shared_data, tmp_path, capsys):
+    folder = shared_data / "pf-willow" / "PF-dataset-WILLOW" / "duck(S)"
+    source, target = folder / "060_0000.png", folder / "060_0002.png"
+    points = tmp_path / "points.json"
+    points.write_text(json.dumps([[50, 60], [100, 80]]))
+    out = tmp_path / "out"
+    assert main(["match", str(source), str(target), "--points", str(points), "--out", str(out)]) == 0
+    target_size = Image.open(target).size
+    mapping = np.load(out / "mapping.npy")
+    assert mapping.shape == (target_size[1], target_size[0], 2)
+    assert Image.open(out / "warped_source.png").size == target_size
+    assert Image.open(out / "overlay.png").size == target_size
+    written = json.loads((out / "points.json").read_text())
+    assert np.asarray(written["target_points"]).shape == (2, 2) and written["source_points"] == [[50, 60], [100, 80]]
+    assert (out / "matches.png").is_file()
+
+
+def test_match_rejects_a_bad_image_and_bad_points(tmp_path, capsys):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((40, 30, 3), np.uint8)).save(good)
+    assert main(["match", str(broken), str(good), "--out", str(tmp_path / "o")]) == 2
+    assert "broken.jpg" in capsys.readouterr().err
+    points = tmp_path / "p.json"
+    points.write_text("[[10, 10], [100, 5]]")
+    assert main(["match", str(good), str(good), "--points", str(points), "--out", str(tmp_path / "o")]) == 2
+    assert "outside the 30x40 image" in capsys.readouterr().err
+
+
+def test_demo_writes_a_report(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
+    report = (tmp_path / "demo" / "index.html").read_text()
+    assert "Summary" in report and report.count("<img") >= 10
+    for name in ("m0_p0_matches.png", "m1_p4_warp.png"):
+        assert (tmp_path / "demo" / name).is_file()
+    assert "demo report:" in capsys.readouterr().out
