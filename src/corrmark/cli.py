@@ -17,7 +17,7 @@ from .errors import CorrmarkError
 
 def _add_matcher_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("matcher")
-    group.add_argument("--matcher", default="nn", help="matcher name (default: nn, the zero-shot matcher)")
+    group.add_argument("--matcher", default=None, help="matcher name (default: nn, the zero-shot matcher)")
     group.add_argument("--checkpoint", default=None, help="trained weights for a trained matcher")
     group.add_argument("--backbone", default=None,
                        help="backbone name(s); fuse with '+', e.g. dinov2_vits14+efficientnet_lite0")
@@ -57,26 +57,34 @@ def matcher_options(args) -> dict:
     }
 
 
-def matcher_from_args(args, options: dict | None = None):
+def matcher_from_args(args):
     from . import load_matcher
 
-    options = matcher_options(args) if options is None else options
-    return load_matcher(args.matcher, checkpoint=args.checkpoint, device=args.device, **options)
+    return load_matcher(args.matcher or "nn", checkpoint=args.checkpoint, device=args.device, **matcher_options(args))
 
 
 def _cmd_eval(args) -> int:
+    from . import load_matcher
     from .data import open_dataset
-    from .eval import PCKProtocol
+    from .eval.experiment import load_yaml, protocol_of, resolve_eval_experiment
     from .eval.runner import evaluate_matcher, format_pck_table
     from .io import write_json_atomic
 
-    options = matcher_options(args)
-    protocol = PCKProtocol(direction=args.direction, threshold=args.threshold, averaging=args.averaging,
-                           alphas=tuple(args.alphas), resolution=_resolution(args.resolution))
-    dataset = open_dataset(args.dataset, args.root, split=args.split)
-    matcher = matcher_from_args(args, options)
+    overrides = {
+        "dataset": args.dataset, "root": args.root, "split": args.split, "matcher": args.matcher,
+        "checkpoint": args.checkpoint, "matcher_options": matcher_options(args),
+        "protocol": {"direction": args.direction, "threshold": args.threshold, "averaging": args.averaging,
+                     "alphas": args.alphas, "resolution": _resolution(args.resolution)},
+    }
+    experiment = resolve_eval_experiment(load_yaml(args.config) if args.config else None, overrides)
+    protocol = protocol_of(experiment)
+    dataset = open_dataset(experiment["dataset"], experiment["root"], split=experiment["split"])
+    spec = experiment["matcher"]
+    matcher = load_matcher(spec["name"], checkpoint=spec["checkpoint"], device=args.device, **spec["options"])
     result = evaluate_matcher(matcher, dataset, protocol, limit=args.limit, progress=not args.quiet)
-    result["command"] = "corrmark " + shlex.join(args.argv) if args.record_command else None
+    result["config"] = args.config
+    result["experiment"] = experiment
+    result["command"] = "corrmark " + shlex.join(args.argv)
     print(format_pck_table(result))
     if args.json:
         write_json_atomic(args.json, result)
@@ -84,8 +92,8 @@ def _cmd_eval(args) -> int:
     return 0
 
 
-def _resolution(text: str):
-    if text == "original":
+def _resolution(text: str | None):
+    if text is None or text == "original":
         return text
     try:
         return int(text)
@@ -115,17 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     evaluate = commands.add_parser("eval", help="PCK of a matcher on a benchmark")
-    evaluate.add_argument("dataset", help="pf-willow, pf-pascal, spair-71k, tss, caltech-101, stanfordextra, pairs-file")
-    evaluate.add_argument("--root", required=True, help="dataset folder (or the pairs file for pairs-file)")
+    evaluate.add_argument("dataset", nargs="?", default=None,
+                          help="pf-willow, pf-pascal, spair-71k, tss, caltech-101, stanfordextra, pairs-file")
+    evaluate.add_argument("--config", default=None, help="experiment YAML (configs/); command-line values override it")
+    evaluate.add_argument("--root", default=None, help="dataset folder (or the pairs file for pairs-file)")
     evaluate.add_argument("--split", default=None, help="dataset split (e.g. test; pf-willow: all|train|test)")
-    evaluate.add_argument("--direction", choices=["t2s", "s2t"], default="t2s")
-    evaluate.add_argument("--threshold", choices=["img", "bbox", "kp-bbox"], default="kp-bbox")
-    evaluate.add_argument("--averaging", choices=["pair", "keypoint"], default="pair")
-    evaluate.add_argument("--alphas", type=float, nargs="+", default=[0.05, 0.1, 0.15])
-    evaluate.add_argument("--resolution", default="original", help="'original' or R (measure on RxR images)")
+    evaluate.add_argument("--direction", choices=["t2s", "s2t"], default=None, help="default t2s")
+    evaluate.add_argument("--threshold", choices=["img", "bbox", "kp-bbox"], default=None, help="default kp-bbox")
+    evaluate.add_argument("--averaging", choices=["pair", "keypoint"], default=None, help="default pair")
+    evaluate.add_argument("--alphas", type=float, nargs="+", default=None, help="default 0.05 0.1 0.15")
+    evaluate.add_argument("--resolution", default=None, help="'original' (default) or R: measure on RxR images")
     evaluate.add_argument("--limit", type=int, default=None, help="evaluate the first N pairs only")
     evaluate.add_argument("--json", default=None, help="write the result here")
-    evaluate.add_argument("--no-record-command", dest="record_command", action="store_false")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_matcher_options(evaluate)
     evaluate.set_defaults(handler=_cmd_eval)

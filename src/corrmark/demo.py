@@ -18,8 +18,8 @@ from .viz import Report, blend, draw_matches, save_image, warp_image
 
 # The matchers the demo shows, side by side: (label, load_matcher options).
 DEMO_MATCHERS = [
-    ("DINOv2-S block 8, nearest neighbour", {"backbone": "dinov2_vits14", "layers": [8], "image_size": 224, "sigma": 0}),
-    ("best zero-shot (see docs/BENCHMARKS.md)", {"preset": "best"}),
+    ("DINOv2-S block 8, nearest neighbour", {"preset": "dinov2-block8"}),
+    ("best zero-shot: DINOv2 + EfficientNet, mutual NN, soft argmax", {"preset": "best"}),
 ]
 ALPHA = 0.1
 

@@ -11,6 +11,7 @@ from .pck import (
     rescale_for_protocol,
     threshold_length,
 )
+from .runner import evaluate_matcher, format_pck_table
 
 __all__ = [
     "DEFAULT_ALPHAS",
@@ -18,7 +19,9 @@ __all__ = [
     "PCKAccumulator",
     "PCKProtocol",
     "alpha_key",
+    "evaluate_matcher",
     "evaluation_side",
+    "format_pck_table",
     "label_transfer_accuracy",
     "mask_iou",
     "pck_per_pair",

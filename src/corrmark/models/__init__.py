@@ -14,7 +14,16 @@ def _build_nn(checkpoint=None, device="cpu", **options):
     return NearestNeighbourMatcher(device=device, **options)
 
 
-MATCHERS = {"nn": _build_nn}
+def _build_sfnet(checkpoint=None, device="cpu", **options):
+    from ..errors import CheckpointError
+    from .sfnet import load_sfnet
+
+    if checkpoint is None:
+        raise CheckpointError("the 'sfnet' matcher needs trained weights: pass --checkpoint <final.pt from corrmark train>")
+    return load_sfnet(checkpoint, device=device, **options)
+
+
+MATCHERS = {"nn": _build_nn, "sfnet": _build_sfnet}
 
 
 def available_matchers() -> list[str]:

@@ -39,7 +39,8 @@ class NNMatcherConfig:
 # Named settings; "best" is the measured best zero-shot configuration (docs/BENCHMARKS.md).
 PRESETS = {
     "dinov2-block8": {"backbone": "dinov2_vits14", "layers": [8], "image_size": 224, "sigma": 0},
-    "best": {"backbone": "dinov2_vits14", "layers": [8], "image_size": 224},
+    "best": {"backbone": "dinov2_vits14+efficientnet_lite0", "layers": [[8], [3, 4]], "image_size": 336,
+             "mutual": True, "sigma": 4.0},
 }
 
 

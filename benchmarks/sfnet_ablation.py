@@ -1,0 +1,65 @@
+"""Loss ablation like SFNet's Table 3 at a small budget: mask only / flow only / mask + flow / + smoothness.
+
+Each variant trains from configs/sfnet_cub.yaml (same cached feature bank, same seed) with its loss weights and a
+reduced step budget, then is evaluated on PF-WILLOW (t2s, kp-bbox, per-pair). One JSON per variant:
+benchmarks/results/sfnet_ablation_<variant>.json.
+
+    PYTHONPATH=src:benchmarks python benchmarks/sfnet_ablation.py --config configs/sfnet_cub.yaml --steps 300 \
+        --pf-willow ../shared/data/pf-willow
+"""
+
+import argparse
+import json
+import time
+
+import torch
+
+from corrmark import load_matcher
+from corrmark.data import open_dataset
+from corrmark.eval import PCKProtocol
+from corrmark.eval.runner import evaluate_matcher
+from corrmark.train import load_config, read_checkpoint, run_config
+from sfnet_common import write_result
+
+VARIANTS = {
+    "mask": {"mask": 3, "flow": 0, "smooth": 0},
+    "flow": {"mask": 0, "flow": 16, "smooth": 0},
+    "mask_flow": {"mask": 3, "flow": 16, "smooth": 0},
+    "mask_flow_smooth": {"mask": 3, "flow": 16, "smooth": 0.5},
+}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--pf-willow", required=True)
+    parser.add_argument("--only", nargs="*")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    dataset = open_dataset("pf-willow", args.pf_willow)
+    protocol = PCKProtocol(direction="t2s", threshold="kp-bbox", averaging="pair")
+    for variant, weights in VARIANTS.items():
+        if args.only and variant not in args.only:
+            continue
+        started = time.perf_counter()
+        config = load_config(args.config)
+        config["name"] = f"sfnet_ablation_{variant}"
+        config["loss"] = weights
+        config["train"] = dict(config.get("train") or {}, steps=args.steps, threads=args.threads,
+                               checkpoint_every=max(50, args.steps // 2))
+        final = run_config(config, out_dir=f"runs/sfnet_ablation_{variant}", resume=True)
+        train_seconds = read_checkpoint(final)["metrics"].get("train_seconds")
+        matcher = load_matcher("sfnet", checkpoint=str(final))
+        result = evaluate_matcher(matcher, dataset, protocol)
+        write_result(f"sfnet_ablation_{variant}", config={"base": args.config, "loss": weights, "steps": args.steps,
+                                                          "checkpoint": str(final)},
+                     protocol=result["protocol"],
+                     metrics={"pck": result["pck"], "per_category": result["per_category"],
+                              "train_seconds": train_seconds, "seconds_per_pair": result["seconds_per_pair"]},
+                     seconds=time.perf_counter() - started)
+        print(variant, json.dumps(result["pck"]))
+
+
+if __name__ == "__main__":
+    main()

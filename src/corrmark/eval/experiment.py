@@ -1,0 +1,73 @@
+"""Evaluation experiments as data: a YAML file (or dict) naming the dataset, the protocol and the matcher.
+
+    dataset: pf-willow
+    root: ../shared/data/pf-willow      # optional; the command line's --root wins
+    split: all
+    protocol: {direction: t2s, threshold: kp-bbox, averaging: pair, alphas: [0.05, 0.1, 0.15], resolution: original}
+    matcher: {name: nn, options: {backbone: dinov2_vits14, layers: [8], image_size: 224}}
+
+Command-line values override the file; every result records the merged experiment and the file it came from.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import yaml
+
+from ..errors import CorrmarkError
+from .pck import PCKProtocol
+
+PROTOCOL_DEFAULTS = {"direction": "t2s", "threshold": "kp-bbox", "averaging": "pair",
+                     "alphas": [0.05, 0.1, 0.15], "resolution": "original"}
+KNOWN_KEYS = {"dataset", "root", "split", "protocol", "matcher", "description"}
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CorrmarkError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise CorrmarkError(f"cannot parse config {path}: {str(error).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise CorrmarkError(f"config {path} must be a mapping of keys to values")
+    return data
+
+
+def resolve_eval_experiment(config: dict | None, overrides: dict) -> dict:
+    """Merge a config with command-line overrides (None = not given) into a complete experiment."""
+    config = copy.deepcopy(config or {})
+    unknown = set(config) - KNOWN_KEYS
+    if unknown:
+        raise CorrmarkError(f"unknown config keys: {', '.join(sorted(unknown))}; known: {', '.join(sorted(KNOWN_KEYS))}")
+    matcher = config.get("matcher") or {}
+    experiment = {
+        "dataset": overrides.get("dataset") or config.get("dataset"),
+        "root": overrides.get("root") or config.get("root"),
+        "split": overrides.get("split") or config.get("split"),
+        "protocol": {**PROTOCOL_DEFAULTS, **(config.get("protocol") or {}),
+                     **_given(overrides.get("protocol", {}))},
+        "matcher": {
+            "name": overrides.get("matcher") or matcher.get("name", "nn"),
+            "checkpoint": overrides.get("checkpoint") or matcher.get("checkpoint"),
+            "options": {**(matcher.get("options") or {}), **_given(overrides.get("matcher_options", {}))},
+        },
+    }
+    for key in ("dataset", "root"):
+        if not experiment[key]:
+            raise CorrmarkError(f"no {key} given: pass it on the command line or in the config")
+    return experiment
+
+
+def protocol_of(experiment: dict) -> PCKProtocol:
+    values = dict(experiment["protocol"])
+    values["alphas"] = tuple(values["alphas"])
+    return PCKProtocol(**values)
+
+
+def _given(values: dict) -> dict:
+    return {key: value for key, value in values.items() if value is not None}

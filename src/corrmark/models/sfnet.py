@@ -1,0 +1,285 @@
+"""SFNet (Lee et al., CVPR 2019): object-aware semantic flow from frozen features and learned adaptation layers.
+
+Pipeline (paper Sec. 3.1): both images resized to a square ``image_size`` -> frozen backbone features at two (or more)
+*levels* -> per level a residual adaptation layer ``x + ReLU(BN(conv(x)))`` -> L2 normalisation -> all levels resized
+(bilinear) to the grid of the first level -> one cosine correlation per level, clamped at 0 and combined by
+element-wise product -> source->target and target->source matches by the kernel soft argmax (eqs. 2-3: a Gaussian of
+std ``sigma`` cells centred on the hard argmax, which carries no gradient, times the L2-normalised correlation,
+softmax with temperature ``beta``) -> at test time the grid flow is upsampled bilinearly to the image.
+
+A level is a list of ``"backbone:layer"`` sources; several sources in one level are each L2-normalised, scaled to
+unit RMS per channel, resized to the grid of the level's first source and concatenated. Defaults (measured, see
+docs/SFNET.md): level 1 = DINOv2-S block 8 (stride 14) + EfficientNet-Lite0 stage 3 (stride 16), level 2 =
+EfficientNet-Lite0 stage 4 (stride 32). The paper's ResNet-101 conv4-23 / conv5-3 is
+``[["timm:resnet101:3"], ["timm:resnet101:4"]]`` with ``weights_files={"timm:resnet101": path}``.
+
+Only the adaptation layers (``SFNetHead``) are trained and checkpointed; the frozen ``SFNetFeatures`` are rebuilt from
+the config stored in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backbones import build_backbone
+from ..errors import CheckpointError, CorrmarkError, UnknownNameError
+from ..io import ImageLike, read_image
+from ..ops import correlation_4d, correlation_argmax, kernel_soft_argmax, l2_normalize, resize_mapping, soft_argmax_4d
+from .base import Matcher
+from .features import prepare_image
+
+DEFAULT_LEVELS = [["dinov2_vits14:8", "efficientnet_lite0:3"], ["efficientnet_lite0:4"]]
+ARGMAX_MODES = ("kernel", "soft", "hard")
+
+
+@dataclass
+class SFNetConfig:
+    levels: list = field(default_factory=lambda: [list(level) for level in DEFAULT_LEVELS])
+    image_size: int = 224  # square input side (rounded to the backbones' size multiple)
+    kernel_sizes: list | None = None  # adaptation conv kernel per level (default 3 everywhere)
+    adaptation: bool = True  # False: no adaptation layers (the zero-shot SFNet baseline)
+    residual_init: float = 0.1  # initial BatchNorm scale of the residual branch
+    beta: float = 50.0  # softmax temperature of the kernel soft argmax
+    sigma: float = 5.0  # Gaussian kernel std, in cells of the correlation grid
+    train_argmax: str = "kernel"  # "kernel" | "soft"
+    test_argmax: str = "kernel"  # "kernel" | "soft" | "hard"
+
+    def __post_init__(self):
+        self.levels = [[str(source) for source in level] for level in self.levels]
+        if not self.levels or any(not level for level in self.levels):
+            raise CorrmarkError(f"SFNet needs at least one non-empty feature level, got {self.levels!r}")
+        if self.kernel_sizes is None:
+            self.kernel_sizes = [3] * len(self.levels)
+        if len(self.kernel_sizes) != len(self.levels):
+            raise CorrmarkError(f"give one adaptation kernel size per level: {self.kernel_sizes} vs {self.levels}")
+        for name, allowed in (("train_argmax", ("kernel", "soft")), ("test_argmax", ARGMAX_MODES)):
+            if getattr(self, name) not in allowed:
+                raise CorrmarkError(f"SFNet {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> SFNetConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values or {}) - names)
+        if unknown:
+            raise UnknownNameError(f"unknown SFNet option(s) {', '.join(unknown)}; options: {', '.join(sorted(names))}")
+        return cls(**(values or {}))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_source(source: str) -> tuple[str, int]:
+    """``"dinov2_vits14:8"`` -> ("dinov2_vits14", 8); ``"timm:resnet101:3"`` -> ("timm:resnet101", 3)."""
+    name, _, layer = str(source).rpartition(":")
+    if not name or not layer.lstrip("-").isdigit():
+        raise CorrmarkError(f"an SFNet feature source is 'backbone:layer' (e.g. dinov2_vits14:8), got {source!r}")
+    return name, int(layer)
+
+
+class SFNetFeatures(nn.Module):
+    """Frozen multi-level features: ``forward(images (B, 3, S, S) in [0, 1])`` -> one ``(B, C_l, h_l, w_l)`` map per
+    level (see the module docstring). Each backbone is built once, with the union of the layers its levels use."""
+
+    def __init__(self, levels: list, device="cpu", weights_files: dict | None = None):
+        super().__init__()
+        weights_files = weights_files or {}
+        self.levels = [[parse_source(source) for source in level] for level in levels]
+        wanted: dict[str, set] = OrderedDict()
+        for level in self.levels:
+            for name, layer in level:
+                wanted.setdefault(name, set()).add(layer)
+        self.backbones = nn.ModuleDict()
+        self._keys: dict[tuple[str, int], tuple[str, str]] = {}
+        for index, (name, layers) in enumerate(wanted.items()):
+            layers = sorted(layers)
+            backbone = build_backbone(name, layers=layers, weights=weights_files.get(name), device=device)
+            slot = f"b{index}"
+            self.backbones[slot] = backbone
+            for layer, key in zip(layers, backbone.feature_specs):
+                self._keys[(name, layer)] = (slot, key)
+        self.size_multiple = int(np.lcm.reduce([b.size_multiple for b in self.backbones.values()]))
+        self.level_channels = [
+            sum(self._spec(source).channels for source in level) for level in self.levels
+        ]
+        self.level_strides = [self._spec(level[0]).stride for level in self.levels]
+
+    def _spec(self, source):
+        slot, key = self._keys[source]
+        return self.backbones[slot].feature_specs[key]
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        outputs = {slot: backbone(images) for slot, backbone in self.backbones.items()}
+        levels = []
+        for level in self.levels:
+            parts, grid = [], None
+            for source in level:
+                slot, key = self._keys[source]
+                feature = outputs[slot][key]
+                grid = grid or tuple(feature.shape[-2:])
+                # unit RMS per channel: sources of different widths weigh the same, and the scale matches BN outputs
+                feature = l2_normalize(feature, dim=1) * math.sqrt(feature.shape[1])
+                if tuple(feature.shape[-2:]) != grid:
+                    feature = F.interpolate(feature, size=grid, mode="bilinear", align_corners=False)
+                parts.append(feature)
+            levels.append(torch.cat(parts, dim=1))
+        return levels
+
+
+class Adaptation(nn.Module):
+    """Residual adaptation layer: ``x + ReLU(BN(conv(x)))`` (paper Sec. 4.1)."""
+
+    def __init__(self, channels: int, kernel_size: int, residual_init: float):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+        nn.init.constant_(self.bn.weight, residual_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + F.relu(self.bn(self.conv(x)))
+
+
+class SFNetHead(nn.Module):
+    """The trainable part: adaptation layers, correlation, kernel soft argmax.
+
+    ``forward(levels_s, levels_t)`` -> ``{"correlation" (B, h, w, h, w) s->t, "mapping_s2t", "mapping_t2s"
+    (B, h, w, 2) grid coordinates in the other image's grid}``.
+    """
+
+    def __init__(self, config: SFNetConfig, level_channels: list[int]):
+        super().__init__()
+        self.config = config
+        if len(level_channels) != len(config.levels):
+            raise CorrmarkError(f"{len(level_channels)} level widths for {len(config.levels)} levels")
+        self.adaptations = nn.ModuleList(
+            Adaptation(channels, kernel, config.residual_init) if config.adaptation else nn.Identity()
+            for channels, kernel in zip(level_channels, config.kernel_sizes)
+        )
+
+    def adapt(self, levels: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Adapted, L2-normalised features of every level, on the first level's grid."""
+        grid = tuple(levels[0].shape[-2:])
+        adapted = []
+        for feature, layer in zip(levels, self.adaptations):
+            feature = layer(feature)
+            if tuple(feature.shape[-2:]) != grid:
+                feature = F.interpolate(feature, size=grid, mode="bilinear", align_corners=False)
+            adapted.append(l2_normalize(feature, dim=1))
+        return adapted
+
+    @staticmethod
+    def correlate(adapted_a: list[torch.Tensor], adapted_b: list[torch.Tensor]) -> torch.Tensor:
+        """Eq. (1) per level, combined by element-wise product of the (non-negative parts of the) cosines."""
+        correlation = None
+        for a, b in zip(adapted_a, adapted_b):
+            level = correlation_4d(a, b, normalize=False).clamp(min=0)
+            correlation = level if correlation is None else correlation * level
+        return correlation
+
+    def argmax(self, correlation: torch.Tensor, mode: str) -> torch.Tensor:
+        """Matches in B for every cell of A: ``(B, hA, wA, 2)`` grid (x, y)."""
+        if mode == "kernel":
+            return kernel_soft_argmax(correlation, beta=self.config.beta, sigma=self.config.sigma, normalize=True)
+        if mode == "soft":
+            normalised = l2_normalize(correlation.flatten(3), dim=3).reshape(correlation.shape)
+            return soft_argmax_4d(normalised, beta=self.config.beta)
+        return correlation_argmax(correlation)[0]
+
+    def forward(self, levels_s: list[torch.Tensor], levels_t: list[torch.Tensor], mode: str | None = None) -> dict:
+        mode = mode or (self.config.train_argmax if self.training else self.config.test_argmax)
+        adapted_s, adapted_t = self.adapt(levels_s), self.adapt(levels_t)
+        correlation = self.correlate(adapted_s, adapted_t)
+        return {
+            "correlation": correlation,
+            "mapping_s2t": self.argmax(correlation, mode),
+            "mapping_t2s": self.argmax(correlation.permute(0, 3, 4, 1, 2), mode),
+        }
+
+
+class SFNetMatcher(Matcher):
+    """The Matcher interface over a (trained) ``SFNetHead``; see the module docstring."""
+
+    name = "sfnet"
+
+    def __init__(self, config: SFNetConfig | dict | None = None, head_state: dict | None = None, device="cpu",
+                 weights_files: dict | None = None, checkpoint: str | None = None):
+        self.config = config if isinstance(config, SFNetConfig) else SFNetConfig.from_dict(config)
+        self.device = torch.device(device)
+        self.checkpoint = checkpoint
+        self.features = SFNetFeatures(self.config.levels, device=self.device, weights_files=weights_files).eval()
+        self.head = SFNetHead(self.config, self.features.level_channels).to(self.device).eval()
+        if head_state is not None:
+            from ..train.checkpoint import check_state_keys
+
+            check_state_keys(self.head, head_state, source=f"SFNet checkpoint {checkpoint or ''}".strip())
+            self.head.load_state_dict(head_state, strict=True)
+        self.input_size = max(self.features.size_multiple,
+                              int(round(self.config.image_size / self.features.size_multiple)) * self.features.size_multiple)
+        self.cache_size = 64
+        self._cache: OrderedDict = OrderedDict()
+
+    def describe(self) -> dict:
+        return {"name": self.name, **self.config.to_dict(), "input_size": self.input_size,
+                "checkpoint": str(self.checkpoint) if self.checkpoint else None}
+
+    def _adapted(self, image: np.ndarray) -> list[torch.Tensor]:
+        key = (hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest(), image.shape)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        if not image.flags.writeable:
+            image = image.copy()  # torch.from_numpy warns on read-only arrays (e.g. from PIL)
+        prepared = prepare_image(image, self.input_size, self.features.size_multiple, False, self.device)
+        with torch.no_grad():
+            adapted = self.head.adapt(self.features(prepared.tensor))
+        self._cache[key] = adapted
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return adapted
+
+    def grid_mapping(self, source: ImageLike, target: ImageLike) -> torch.Tensor:
+        """Target-grid mapping into the source grid, ``(h, w, 2)`` grid coordinates."""
+        source_image, target_image = read_image(source), read_image(target)
+        with torch.no_grad():
+            correlation = self.head.correlate(self._adapted(target_image), self._adapted(source_image))
+            return self.head.argmax(correlation, self.config.test_argmax)[0]
+
+    def estimate_mapping(self, source: ImageLike, target: ImageLike) -> np.ndarray:
+        source_image, target_image = read_image(source), read_image(target)
+        grid = self.grid_mapping(source_image, target_image)
+        source_grid_hw = tuple(self._adapted(source_image)[0].shape[-2:])
+        mapping = resize_mapping(grid[None].float().cpu(), tuple(target_image.shape[:2]), source_grid_hw,
+                                 tuple(source_image.shape[:2]), extrapolate=False)[0]
+        return mapping.numpy().astype(np.float64)
+
+
+def load_sfnet(checkpoint, device="cpu", weights_files: dict | None = None, **overrides) -> SFNetMatcher:
+    """An ``SFNetMatcher`` from a training checkpoint (``corrmark.train`` format), loaded strictly.
+
+    ``overrides`` may change test-time settings only (``test_argmax``, ``beta``, ``sigma``, ``image_size``).
+    """
+    from ..train.checkpoint import read_checkpoint
+
+    payload = read_checkpoint(checkpoint)
+    config = dict((payload.get("config") or {}).get("model") or {})
+    if not config and "sfnet_config" in payload:
+        config = dict(payload["sfnet_config"])
+    allowed = {"test_argmax", "beta", "sigma", "image_size"}
+    bad = sorted(set(overrides) - allowed)
+    if bad:
+        raise UnknownNameError(f"option(s) {', '.join(bad)} cannot change a trained SFNet; allowed: {', '.join(sorted(allowed))}")
+    config.update(overrides)
+    try:
+        return SFNetMatcher(config, payload["model"], device=device, weights_files=weights_files, checkpoint=checkpoint)
+    except CheckpointError:
+        raise
+    except UnknownNameError as error:
+        raise CheckpointError(f"checkpoint {checkpoint}: {error}") from error

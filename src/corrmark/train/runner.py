@@ -1,0 +1,125 @@
+"""``run_config``: train the experiment described by a YAML file (or dict), dispatching on its ``method:``.
+
+Common config keys (every method)::
+
+    method: sfnet            # a key of METHODS
+    name: sfnet_cub          # run name; default output folder runs/<name>
+    seed: 0
+    output: runs/sfnet_cub   # optional output folder (overridden by run_config(out_dir=...))
+    train: {steps: 1000, log_every: 10, checkpoint_every: 100, threads: null, ...}
+
+Everything else is the method's own (``model:``, ``data:``, ``loss:``...). A method registers a builder
+``(config: dict, device) -> Experiment``; builders are given as callables or as ``"module:function"`` strings
+(imported on first use, so ``import corrmark.train`` stays light).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from ..errors import CorrmarkError, UnknownNameError
+from .checkpoint import seed_everything
+from .trainer import BatchSource, Trainer
+
+
+@dataclass
+class Experiment:
+    """What a method hands to the trainer."""
+
+    model: torch.nn.Module
+    optimizer_factory: Callable
+    step: Callable
+    data: BatchSource
+    max_steps: int | None = None
+    epochs: int | None = None
+    scheduler_factory: Callable | None = None
+    grad_clip: float | None = None
+    trainer_options: dict = field(default_factory=dict)  # log_every, checkpoint_every, keep_checkpoints, ...
+
+
+METHODS: dict[str, Callable | str] = {
+    "sfnet": "corrmark.train.sfnet:build_experiment",
+}
+
+
+def register_method(name: str, builder: Callable | str) -> None:
+    """Make ``method: name`` in configs build its experiment with ``builder(config, device)``."""
+    METHODS[str(name)] = builder
+
+
+def _builder(method: str) -> Callable:
+    try:
+        builder = METHODS[method]
+    except KeyError:
+        raise UnknownNameError(f"unknown training method {method!r}; available: {', '.join(sorted(METHODS))}") from None
+    if isinstance(builder, str):
+        module, _, function = builder.partition(":")
+        builder = getattr(importlib.import_module(module), function)
+        METHODS[method] = builder
+    return builder
+
+
+def load_config(path_or_dict) -> dict:
+    """A deep copy of a config dict, or the YAML file's content (its path recorded under ``config_file``)."""
+    if isinstance(path_or_dict, dict):
+        return copy.deepcopy(path_or_dict)
+    path = Path(path_or_dict)
+    if not path.is_file():
+        raise CorrmarkError(f"config file not found: {path}")
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise CorrmarkError(f"cannot parse config {path}: {str(error).splitlines()[0]}") from error
+    if not isinstance(config, dict):
+        raise CorrmarkError(f"config {path} must be a mapping with a 'method:' key")
+    config.setdefault("config_file", str(path))
+    return config
+
+
+def run_config(path_or_dict, out_dir=None, resume: bool = False, device="cpu", progress: bool = True,
+               stop_after: int | None = None) -> Path:
+    """Train the experiment of a config; returns the path of the final checkpoint (``<out_dir>/final.pt``).
+
+    ``resume=True`` continues from the latest checkpoint in the output folder; the result equals an uninterrupted run.
+    ``stop_after=N`` interrupts after N steps (returns that step's checkpoint), e.g. to slice a long run.
+    """
+    config = load_config(path_or_dict)
+    method = config.get("method")
+    if not method:
+        raise CorrmarkError("the config needs a 'method:' key (e.g. method: sfnet)")
+    name = str(config.get("name") or method)
+    out_dir = Path(out_dir or config.get("output") or Path("runs") / name)
+    train = dict(config.get("train") or {})
+    threads = train.get("threads") or os.environ.get("CORRMARK_THREADS")
+    if threads:
+        torch.set_num_threads(int(threads))
+    seed = int(config.get("seed", 0))
+    seed_everything(seed)  # model initialisation is part of the run: same seed, same initial weights
+    experiment = _builder(str(method))(config, device)
+    options = {"log_every": train.get("log_every", 10), "checkpoint_every": train.get("checkpoint_every", 100),
+               "keep_checkpoints": train.get("keep_checkpoints", 2)}
+    options.update(experiment.trainer_options)
+    trainer = Trainer(experiment.model, experiment.optimizer_factory, experiment.step, experiment.data, out_dir,
+                      max_steps=experiment.max_steps, epochs=experiment.epochs, device=device, seed=seed,
+                      scheduler_factory=experiment.scheduler_factory, grad_clip=experiment.grad_clip,
+                      config=_plain(config), progress=progress, description=name, **options)
+    return trainer.fit(resume=resume, stop_after=stop_after)
+
+
+def _plain(value):
+    """The config as plain python types (what ``torch.load(weights_only=True)`` accepts)."""
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)

@@ -1,0 +1,307 @@
+"""SFNet training: a cached bank of frozen features of augmented views, pair batches, the loss step.
+
+On CPU the frozen backbones dominate the cost, so they run once: every training image gets ``views`` views (view 0 the
+plain square resize, the others random synthetic warps with the same warp on the mask, flip and colour jitter,
+``corrmark.data.synthetic``), and the bank stores each view's level features (float16) and its foreground mask on the
+correlation grid. Training steps then run only the adaptation layers, the correlation and the losses.
+
+Pairs (paper Sec. 4.2): with probability ``same_image_probability`` two different views of one image (a synthetic
+deformation), otherwise views of two different images of the same group (e.g. two birds): the mask consistency loss
+is what teaches flow across instances.
+
+Config (``method: sfnet``)::
+
+    model: {levels: [[dinov2_vits14:8, efficientnet_lite0:3], [efficientnet_lite0:4]], image_size: 224, ...}
+    data:
+      sources:   # each: dataset (cub-unlabeled | stanfordextra | image-folder | mtfl), root, split, limit,
+                 # masks (saliency | dataset), group (pairs are drawn inside a group; "@category" = each image's
+                 # category, e.g. its folder in an image-folder), saliency_threshold
+        - {dataset: cub-unlabeled, root: ../shared/data/cub-birds-unlabeled, split: train, limit: 800,
+           masks: saliency, group: bird}
+      views: 2
+      warp: {rotation: 15, ...}   # corrmark.data.synthetic.WarpConfig
+      batch_size: 8
+      steps_per_epoch: 100
+      same_image_probability: 0.5
+      data_seed: 0     # fixes the image subset and the views (the feature cache key)
+    loss: {mask: 3, flow: 16, smooth: 0.5}
+    train: {steps: 1000, lr: 1e-3, weight_decay: 0, warmup: 50, threads: 2, log_every: 10, checkpoint_every: 100}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..data.synthetic import SyntheticWarp, WarpConfig
+from ..errors import CorrmarkError, UnknownNameError
+from ..io import read_image
+from ..losses.sfnet import sfnet_loss
+from ..models.sfnet import SFNetConfig, SFNetFeatures, SFNetHead
+from .runner import Experiment
+from .trainer import cosine_schedule
+
+BANK_VERSION = 1
+DEFAULT_SALIENCY_THRESHOLD = 0.6  # best fixed threshold on the StanfordExtra silhouettes (docs/SFNET.md)
+
+
+def feature_cache_dir() -> Path:
+    root = os.environ.get("CORRMARK_CACHE") or Path.home() / ".cache" / "corrmark"
+    return Path(root) / "sfnet_features"
+
+
+# --- training images with masks -------------------------------------------------------------------------------------
+
+
+def collect_images(sources: list[dict], data_seed: int) -> list[dict]:
+    """``[{"path", "group", "mask": "saliency" | ("dataset", loader, index), "threshold"}]`` from the data sources."""
+    from ..data import open_image_dataset
+    from ..data.stanfordextra import StanfordExtra
+
+    items = []
+    for number, source in enumerate(sources):
+        source = dict(source)
+        kind = source.pop("dataset")
+        root = os.path.expandvars(str(source.pop("root")))
+        split = source.pop("split", None)
+        limit = source.pop("limit", None)
+        masks = source.pop("masks", "saliency")
+        group = str(source.pop("group", kind))
+        threshold = float(source.pop("saliency_threshold", DEFAULT_SALIENCY_THRESHOLD))
+        if source:
+            raise UnknownNameError(f"unknown SFNet data source option(s): {', '.join(source)}")
+        if kind == "stanfordextra":
+            dataset = StanfordExtra(root, load_images=False)
+            entries = [{"path": str(r["path"]), "loader": dataset, "index": i} for i, r in enumerate(dataset.images)]
+        else:
+            dataset = open_image_dataset(kind, root, split, load_images=False)
+            entries = [{"path": str(dataset[i]["path"]), "category": dataset[i].get("category", "")}
+                       for i in range(len(dataset))]
+            if masks == "dataset":
+                raise CorrmarkError(f"data source {kind} has no masks; use masks: saliency")
+        if limit is not None and int(limit) < len(entries):
+            chosen = np.random.default_rng([data_seed, number]).choice(len(entries), int(limit), replace=False)
+            entries = [entries[i] for i in sorted(chosen)]
+        for entry in entries:
+            item_group = f"{kind}/{entry.get('category', '')}" if group == "@category" else group
+            items.append({"path": entry["path"], "group": item_group, "masks": masks, "threshold": threshold,
+                          "loader": entry.get("loader"), "index": entry.get("index")})
+    if not items:
+        raise CorrmarkError("the SFNet data sources hold no images")
+    return items
+
+
+def _load_mask(item: dict, image: np.ndarray, saliency) -> np.ndarray:
+    if item["masks"] == "dataset":
+        return item["loader"].mask(item["index"], image.shape[:2])
+    if item["masks"] == "saliency":
+        return saliency.probability(image) >= item["threshold"]
+    raise UnknownNameError(f"unknown mask source {item['masks']!r}; use saliency or dataset")
+
+
+# --- the feature bank -----------------------------------------------------------------------------------------------
+
+
+class FeatureBank:
+    """Frozen level features and grid masks of every view: ``levels[l]`` (N * V, C_l, h_l, w_l) float16,
+    ``masks`` (N * V, 1, h, w) float16 on the correlation grid, ``groups`` (N,) int, ``views`` V."""
+
+    def __init__(self, levels, masks, groups, views, meta):
+        self.levels, self.masks, self.groups, self.views, self.meta = levels, masks, groups, views, meta
+        self.images = len(groups)
+        self.level_channels = [level.shape[1] for level in levels]
+
+    def state(self) -> dict:
+        return {"levels": self.levels, "masks": self.masks, "groups": self.groups, "views": self.views,
+                "meta": json.dumps(self.meta)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> FeatureBank:
+        return cls(state["levels"], state["masks"], state["groups"], int(state["views"]), json.loads(state["meta"]))
+
+
+def bank_key(model_config: SFNetConfig, items: list[dict], views: int, warp: dict, data_seed: int) -> str:
+    description = {
+        "version": BANK_VERSION, "levels": model_config.levels, "image_size": model_config.image_size,
+        "images": [(item["path"], item["group"], item["masks"], item["threshold"]) for item in items],
+        "views": views, "warp": warp, "data_seed": data_seed,
+    }
+    return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def build_feature_bank(model_config: SFNetConfig, data: dict, device="cpu", weights_files=None,
+                       cache: bool = True, progress: bool = True) -> FeatureBank:
+    """Extract (or load from the cache) the features of ``views`` views of every training image."""
+    data_seed = int(data.get("data_seed", 0))
+    views = int(data.get("views", 2))
+    warp_values = dict(data.get("warp") or {})
+    items = collect_images(list(data["sources"]), data_seed)
+    key = bank_key(model_config, items, views, warp_values, data_seed)
+    path = feature_cache_dir() / f"{key}.pt"
+    if cache and path.is_file():
+        return FeatureBank.from_state(torch.load(path, weights_only=True))
+    features = SFNetFeatures(model_config.levels, device=device, weights_files=weights_files).eval()
+    multiple = features.size_multiple
+    size = max(multiple, int(round(model_config.image_size / multiple)) * multiple)
+    warp = SyntheticWarp(WarpConfig.from_dict(warp_values))
+    saliency = None
+    if any(item["masks"] == "saliency" for item in items):
+        from ..data.saliency import SaliencyMasks
+
+        saliency = SaliencyMasks(threads=max(1, torch.get_num_threads()))
+    group_names = sorted({item["group"] for item in items})
+    started = time.perf_counter()
+    level_parts: list[list[torch.Tensor]] = [[] for _ in model_config.levels]
+    mask_parts = []
+    chunk = 8
+    for start in tqdm(range(0, len(items), chunk), desc="sfnet features", disable=not progress, unit="batch"):
+        batch_items = items[start:start + chunk]
+        images, masks = [], []
+        for item in batch_items:
+            image = read_image(item["path"])
+            mask = _load_mask(item, image, saliency)
+            images.append(_square(torch.from_numpy(image).permute(2, 0, 1).float() / 255.0, size))
+            masks.append(_square(torch.from_numpy(mask.astype(np.float32))[None], size))
+        images, masks = torch.stack(images), torch.stack(masks)
+        for view in range(views):
+            if view == 0:
+                view_images, view_masks = images, masks
+            else:
+                generator = torch.Generator().manual_seed(data_seed * 1_000_003 + start * 97 + view)
+                out = warp.view(images, masks, generator)
+                view_images, view_masks = out["image"], out["mask"]
+            with torch.no_grad():
+                levels = features(view_images.to(device))
+            grid = tuple(levels[0].shape[-2:])
+            for index, level in enumerate(levels):
+                level_parts[index].append(level.cpu().to(torch.float16))
+            mask_parts.append(F.adaptive_avg_pool2d(view_masks, grid).to(torch.float16))
+    # order: image-major, then view -> index = image * views + view
+    count = len(items)
+    def interleave(parts):
+        stacked = torch.cat(parts)  # chunk-major: [chunk][view][image in chunk]
+        order = []
+        offset = 0
+        for start in range(0, count, chunk):
+            size_chunk = min(chunk, count - start)
+            for image in range(size_chunk):
+                for view in range(views):
+                    order.append(offset + view * size_chunk + image)
+            offset += views * size_chunk
+        return stacked[torch.tensor(order)].contiguous()
+
+    bank = FeatureBank(
+        [interleave(parts) for parts in level_parts], interleave(mask_parts),
+        torch.tensor([group_names.index(item["group"]) for item in items], dtype=torch.int64), views,
+        {"images": count, "groups": group_names, "seconds": round(time.perf_counter() - started, 1), "key": key,
+         "mean_mask_fraction": float(torch.cat(mask_parts).float().mean())},
+    )
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from .checkpoint import save_checkpoint
+
+        save_checkpoint(path, bank.state())
+    return bank
+
+
+def _square(tensor: torch.Tensor, size: int) -> torch.Tensor:
+    return F.interpolate(tensor[None], size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=True)[0].clamp(0, 1)
+
+
+# --- batches --------------------------------------------------------------------------------------------------------
+
+
+class PairBatches:
+    """Deterministic pair batches from a ``FeatureBank`` (a ``BatchSource``)."""
+
+    def __init__(self, bank: FeatureBank, batch_size: int = 8, steps_per_epoch: int = 100,
+                 same_image_probability: float = 0.5):
+        self.bank, self.batch_size, self.steps = bank, int(batch_size), int(steps_per_epoch)
+        self.same = float(same_image_probability)
+        groups = bank.groups.numpy()
+        self.members = {int(g): np.flatnonzero(groups == g) for g in np.unique(groups)}
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def sample_pairs(self, rng: np.random.Generator) -> tuple[list[int], list[int]]:
+        views = self.bank.views
+        first, second = [], []
+        for _ in range(self.batch_size):
+            image = int(rng.integers(self.bank.images))
+            members = self.members[int(self.bank.groups[image])]
+            if (rng.random() < self.same and views > 1) or len(members) < 2:
+                other = image
+                view_a, view_b = rng.choice(views, 2, replace=False) if views > 1 else (0, 0)
+            else:
+                other = int(members[rng.integers(len(members))])
+                while other == image:
+                    other = int(members[rng.integers(len(members))])
+                view_a, view_b = int(rng.integers(views)), int(rng.integers(views))
+            first.append(image * views + int(view_a))
+            second.append(other * views + int(view_b))
+        return first, second
+
+    def gather(self, indices: list[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        index = torch.tensor(indices)
+        return [level[index].float() for level in self.bank.levels], self.bank.masks[index].float()
+
+    def batches(self, seed: int, epoch: int):
+        rng = np.random.default_rng([int(seed), int(epoch), 7])
+        for _ in range(self.steps):
+            first, second = self.sample_pairs(rng)
+            source, source_mask = self.gather(first)
+            target, target_mask = self.gather(second)
+            yield {"source": source, "target": target, "source_mask": source_mask, "target_mask": target_mask}
+
+
+def sfnet_step(head: SFNetHead, batch: dict, weights: dict | None = None) -> dict:
+    out = head(batch["source"], batch["target"])
+    return sfnet_loss(out["mapping_s2t"], out["mapping_t2s"], batch["source_mask"], batch["target_mask"], weights)
+
+
+class _Step:
+    """Picklable step function with the loss weights bound."""
+
+    def __init__(self, weights):
+        self.weights = weights
+
+    def __call__(self, head, batch):
+        return sfnet_step(head, batch, self.weights)
+
+
+def build_experiment(config: dict, device="cpu") -> Experiment:
+    """``method: sfnet`` -> Experiment (see the module docstring for the config)."""
+    model_config = SFNetConfig.from_dict(config.get("model"))
+    config["model"] = model_config.to_dict()  # the checkpoint records the full model config
+    data = dict(config.get("data") or {})
+    if "sources" not in data:
+        raise CorrmarkError("the SFNet config needs data.sources (training images)")
+    train = dict(config.get("train") or {})
+    bank = build_feature_bank(model_config, data, device=device, weights_files=config.get("weights_files"))
+    config.setdefault("data_info", bank.meta)
+    # seeded here: building the bank (or loading it from the cache) must not change the initial weights
+    torch.manual_seed(int(config.get("seed", 0)))
+    head = SFNetHead(model_config, bank.level_channels)
+    batches = PairBatches(bank, data.get("batch_size", 8), data.get("steps_per_epoch", 100),
+                          data.get("same_image_probability", 0.5))
+    steps = int(train.get("steps", 1000))
+    lr, weight_decay = float(train.get("lr", 1e-3)), float(train.get("weight_decay", 0.0))
+    return Experiment(
+        model=head,
+        optimizer_factory=lambda params: torch.optim.Adam(params, lr=lr, weight_decay=weight_decay),
+        step=_Step(dict(config.get("loss") or {})),
+        data=batches,
+        max_steps=steps,
+        scheduler_factory=cosine_schedule(steps, int(train.get("warmup", 0))),
+        grad_clip=train.get("grad_clip"),
+    )

@@ -1,0 +1,109 @@
+"""SFNet model: gradients through the kernel soft argmax into the adaptation layers, a few training steps lower the
+loss, the matcher interface on a tiny ResNet-101 with random weights, strict checkpoint loading."""
+
+import numpy as np
+import pytest
+import torch
+
+from corrmark.errors import CheckpointError
+from corrmark.losses import sfnet_loss
+from corrmark.models.sfnet import SFNetConfig, SFNetHead, SFNetMatcher, parse_source
+
+
+def tiny_head(channels=(16, 24), **options):
+    config = SFNetConfig(levels=[["x:1"], ["x:2"]], **options)
+    return SFNetHead(config, list(channels))
+
+
+def random_levels(batch=2, generator=None):
+    return [torch.randn(batch, 16, 8, 8, generator=generator), torch.randn(batch, 24, 4, 4, generator=generator)]
+
+
+def test_parse_source():
+    assert parse_source("timm:resnet101:3") == ("timm:resnet101", 3)
+    assert parse_source("dinov2_vits14:8") == ("dinov2_vits14", 8)
+
+
+def test_kernel_soft_argmax_gradient_reaches_adaptation_layers():
+    head = tiny_head().train()
+    out = head(random_levels(), random_levels())
+    assert out["mapping_s2t"].shape == (2, 8, 8, 2) and out["correlation"].shape == (2, 8, 8, 8, 8)
+    out["mapping_s2t"].sum().backward()
+    for adaptation in head.adaptations:
+        assert adaptation.conv.weight.grad is not None
+        assert adaptation.conv.weight.grad.abs().sum() > 0
+        assert torch.isfinite(adaptation.conv.weight.grad).all()
+
+
+def test_a_few_steps_lower_the_loss():
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    head = tiny_head().train()
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
+    source = random_levels(4, generator)
+    # target = source shifted right by two cells (a translated object) with matching masks
+    target = [torch.roll(level, shifts=2 if level.shape[-1] == 8 else 1, dims=-1)
+              + 1.5 * torch.randn(level.shape, generator=generator) for level in source]  # noisy: not solved at start
+    mask_s = torch.zeros(4, 1, 8, 8)
+    mask_s[:, :, 2:6, 1:5] = 1
+    mask_t = torch.roll(mask_s, 2, dims=-1)
+    losses = []
+    for _ in range(25):
+        out = head(source, target)
+        loss = sfnet_loss(out["mapping_s2t"], out["mapping_t2s"], mask_s, mask_t)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:3])
+
+
+def test_argmax_modes_agree_on_a_clear_match():
+    head = tiny_head(test_argmax="hard").eval()
+    levels = random_levels(1)
+    hard = head(levels, levels)["mapping_s2t"]
+    head.config.test_argmax = "kernel"
+    kernel = head(levels, levels)["mapping_s2t"]
+    identity = torch.stack(torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="xy"), -1)
+    assert torch.equal(hard[0], identity)  # every cell is its own best match
+    assert (kernel[0] - identity).abs().max() < 0.5
+
+
+@pytest.fixture(scope="module")
+def resnet_weights(tmp_path_factory):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "resnet101_random.pth"
+    torch.save(timm.create_model("resnet101", pretrained=False).state_dict(), path)
+    return path
+
+
+def test_resnet101_conv4_conv5_matcher_and_strict_checkpoint(resnet_weights, tmp_path):
+    from corrmark import load_matcher
+    from corrmark.train import load_checkpoint, save_checkpoint
+
+    config = {"levels": [["timm:resnet101:3"], ["timm:resnet101:4"]], "image_size": 64, "kernel_sizes": [1, 1]}
+    files = {"timm:resnet101": str(resnet_weights)}
+    matcher = SFNetMatcher(config, weights_files=files)
+    assert matcher.features.level_channels == [1024, 2048]
+    rng = np.random.default_rng(0)
+    source = rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    target = rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    mapping = matcher.estimate_mapping(source, target)
+    assert mapping.shape == (40, 60, 2) and np.isfinite(mapping).all()
+    assert mapping[..., 0].min() >= -0.5 and mapping[..., 0].max() <= 69.5
+    points = matcher.transfer_keypoints(source, target, [[10.0, 12.0], [60.0, 40.0]])
+    assert points.shape == (2, 2)
+
+    checkpoint = save_checkpoint(tmp_path / "final.pt", {"model": matcher.head.state_dict(), "config": {"model": config}})
+    loaded = load_matcher("sfnet", checkpoint=str(checkpoint), weights_files=files)
+    assert np.allclose(loaded.estimate_mapping(source, target), mapping)
+    state = matcher.head.state_dict()
+    state.pop("adaptations.1.bn.running_mean")
+    state["adaptations.9.conv.weight"] = torch.zeros(1)
+    broken = save_checkpoint(tmp_path / "broken.pt", {"model": state, "config": {"model": config}})
+    with pytest.raises(CheckpointError) as error:  # the check load_matcher("sfnet") runs, without another ResNet
+        load_checkpoint(broken, matcher.head)
+    assert "adaptations.1.bn.running_mean" in str(error.value) and "adaptations.9.conv.weight" in str(error.value)
+    with pytest.raises(CheckpointError, match="needs trained weights"):
+        load_matcher("sfnet")

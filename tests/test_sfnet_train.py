@@ -1,0 +1,57 @@
+"""SFNet end to end through run_config: feature bank with saliency masks, a few steps, resume, load_matcher."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from corrmark.train import read_checkpoint, run_config
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    timm = pytest.importorskip("timm")
+    root = tmp_path_factory.mktemp("sfnet")
+    rng = np.random.default_rng(0)
+    images = root / "images"
+    images.mkdir()
+    for index in range(4):
+        array = np.full((48, 56, 3), 90, dtype=np.uint8)
+        y, x = rng.integers(4, 16, 2)
+        array[y:y + 24, x:x + 28] = rng.integers(120, 255, 3)
+        array = np.clip(array + rng.integers(0, 30, array.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(array).save(images / f"{index}.png")
+    torch.manual_seed(0)
+    weights = root / "resnet18.pth"
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), weights)
+    return root, weights
+
+
+def config_for(root, weights, steps):
+    return {
+        "method": "sfnet", "name": "tiny", "seed": 0,
+        "model": {"levels": [["timm:resnet18:2"], ["timm:resnet18:3"]], "image_size": 64, "kernel_sizes": [3, 1]},
+        "weights_files": {"timm:resnet18": str(weights)},
+        "data": {"sources": [{"dataset": "image-folder", "root": str(root / "images"), "masks": "saliency",
+                              "saliency_threshold": 0.5, "group": "box"}],
+                 "views": 2, "batch_size": 2, "steps_per_epoch": 3},
+        "train": {"steps": steps, "lr": 1e-2, "checkpoint_every": 2, "log_every": 1},
+    }
+
+
+def test_train_resume_and_load(tiny_setup, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from corrmark import load_matcher
+
+    root, weights = tiny_setup
+    monkeypatch.setenv("CORRMARK_CACHE", str(tmp_path / "cache"))
+    straight = run_config(config_for(root, weights, 5), out_dir=tmp_path / "a", progress=False)
+    run_config(config_for(root, weights, 5), out_dir=tmp_path / "b", progress=False, stop_after=3)  # interrupted
+    resumed = run_config(config_for(root, weights, 5), out_dir=tmp_path / "b", resume=True, progress=False)
+    first, second = read_checkpoint(straight), read_checkpoint(resumed)
+    assert all(torch.equal(first["model"][k], second["model"][k]) for k in first["model"])
+    assert first["config"]["model"]["image_size"] == 64 and first["step"] == 5
+    assert list((tmp_path / "cache" / "sfnet_features").glob("*.pt"))  # the frozen features were cached
+    matcher = load_matcher("sfnet", checkpoint=str(straight), weights_files={"timm:resnet18": str(weights)})
+    image = np.asarray(Image.open(root / "images" / "0.png"))
+    assert matcher.estimate_mapping(image, image).shape == (48, 56, 2)
