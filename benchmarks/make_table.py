@@ -1,6 +1,7 @@
 """Print the markdown rows of docs/BENCHMARKS.md from benchmarks/results/*.json (so the table never drifts).
 
     python benchmarks/make_table.py benchmarks/results/pf_willow_*.json
+    python benchmarks/make_table.py benchmarks/results/speed_memory.json
 """
 
 import json
@@ -19,11 +20,23 @@ def row(path: Path) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def speed_rows(path: Path) -> None:
+    print("| config | s/pair, keypoints | s/pair, dense mapping | peak RSS (MB) | torch threads |")
+    print("|---|---|---|---|---|")
+    for entry in json.loads(path.read_text())["rows"]:
+        print(f"| {entry['config']} | {entry['seconds_per_pair_keypoints']:.3f} | "
+              f"{entry['seconds_per_pair_dense_mapping']:.3f} | {entry['peak_rss_mb']:.0f} | {entry['torch_threads']} |")
+
+
 def main() -> None:
+    paths = [Path(argument) for argument in sys.argv[1:]]
+    if paths and "rows" in json.loads(paths[0].read_text()):
+        speed_rows(paths[0])
+        return
     print("| config | direction | pairs | PCK@0.05 | PCK@0.1 | PCK@0.15 | s/pair (warm cache) | result |")
     print("|---|---|---|---|---|---|---|---|")
-    for argument in sys.argv[1:]:
-        print(row(Path(argument)))
+    for path in paths:
+        print(row(path))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ the descriptor cache is cleared, so both images are described every time, as for
 import argparse
 import json
 import multiprocessing
+import os
 import platform
 import resource
+import sys
 import time
 
 CONFIGS = {
@@ -69,6 +71,8 @@ def main() -> None:
         process.join()
         print(json.dumps(rows[-1]), flush=True)
     payload = {"benchmark": "speed_memory", "dataset": "pf-willow", "rows": rows,
+               "command": "python benchmarks/speed_memory.py " + " ".join(sys.argv[1:]),
+               "load_average_after": os.getloadavg(),
                "machine": {"platform": platform.platform(), "processor": platform.processor(),
                            "cpus": multiprocessing.cpu_count()}}
     if args.out:

@@ -2,6 +2,7 @@
 
     corrmark eval pf-willow --root DIR --matcher nn --backbone dinov2_vits14 --layers 8 --image-size 224 ...
     corrmark match SOURCE TARGET [--points FILE] --out DIR
+    corrmark train CONFIG [--resume]
     corrmark demo [--out DIR]
 """
 
@@ -110,6 +111,14 @@ def _cmd_match(args) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from .train import run_config
+
+    final = run_config(args.config, out_dir=args.out, resume=args.resume, device=args.device, progress=not args.quiet)
+    print(f"final checkpoint: {final}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -146,6 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     match.add_argument("--out", required=True, help="output folder")
     _add_matcher_options(match)
     match.set_defaults(handler=_cmd_match)
+
+    train = commands.add_parser("train", help="train a method from an experiment config (configs/*.yaml)")
+    train.add_argument("config", help="experiment YAML with a 'method:' key")
+    train.add_argument("--out", default=None, help="output folder (default: the config's 'output', else runs/<name>)")
+    train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the output folder")
+    train.add_argument("--device", default="cpu")
+    train.add_argument("--quiet", action="store_true")
+    train.set_defaults(handler=_cmd_train)
 
     demo = commands.add_parser("demo", help="match the bundled example pairs and write an HTML report")
     demo.add_argument("--out", default="corrmark-demo", help="output folder (default: corrmark-demo)")

@@ -1,7 +1,11 @@
-"""Training losses, one module per method (``sfnet`` so far)."""
+"""Training losses, one module per method (``sfnet``, ``scorrsan``)."""
+
+from .scorrsan import (dilate_mask, keypoint_mask, mask_positions, pseudo_label_loss, select_small_losses,
+                       selection_ratio, sparse_flow_loss)
 
 from .sfnet import (DEFAULT_WEIGHTS, estimate_mask, flow_consistency_loss, flow_field, mask_consistency_loss, sfnet_loss,
                     smoothness_loss)
 
 __all__ = ["DEFAULT_WEIGHTS", "estimate_mask", "flow_consistency_loss", "flow_field", "mask_consistency_loss",
-           "sfnet_loss", "smoothness_loss"]
+           "sfnet_loss", "smoothness_loss", "dilate_mask", "keypoint_mask", "mask_positions", "pseudo_label_loss",
+           "select_small_losses", "selection_ratio", "sparse_flow_loss"]

@@ -23,7 +23,16 @@ def _build_sfnet(checkpoint=None, device="cpu", **options):
     return load_sfnet(checkpoint, device=device, **options)
 
 
-MATCHERS = {"nn": _build_nn, "sfnet": _build_sfnet}
+def _build_scorrsan(checkpoint=None, device="cpu", **options):
+    from ..errors import CheckpointError
+    from .scorrsan import load_scorrsan
+
+    if checkpoint is None:
+        raise CheckpointError("the 'scorrsan' matcher needs trained weights: pass --checkpoint <final.pt or selected.pt>")
+    return load_scorrsan(checkpoint, device=device, **options)
+
+
+MATCHERS = {"nn": _build_nn, "sfnet": _build_sfnet, "scorrsan": _build_scorrsan}
 
 
 def available_matchers() -> list[str]:

@@ -9,6 +9,8 @@ from .checkpoint import (capture_rng_state, check_state_keys, latest_checkpoint,
 from .runner import METHODS, Experiment, load_config, register_method, run_config
 from .trainer import BatchSource, Trainer, cosine_schedule, move_to_device
 
+register_method("scorrsan", "corrmark.train.scorrsan:build_experiment")
+
 __all__ = [
     "METHODS", "BatchSource", "Experiment", "Trainer", "capture_rng_state", "check_state_keys", "cosine_schedule",
     "latest_checkpoint", "load_checkpoint", "load_config", "move_to_device", "read_checkpoint", "register_method",

@@ -123,23 +123,28 @@ def capture_rng_state() -> dict:
     """torch, numpy and python ``random`` global RNG states in a ``weights_only``-safe form."""
     name, keys, position, has_gauss, cached = np.random.get_state()
     version, python_state, gauss_next = random.getstate()
-    return {
+    state = {
         "torch": torch.get_rng_state(),
         "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
                   "pos": int(position), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "python": {"version": int(version), "state": torch.tensor(python_state, dtype=torch.int64),
                    "gauss_next": None if gauss_next is None else float(gauss_next)},
     }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
+    return state
 
 
 def restore_rng_state(state: dict) -> None:
     """Inverse of :func:`capture_rng_state`."""
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())  # checkpoints may have been loaded with map_location=<gpu>
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     numpy_state = state["numpy"]
-    np.random.set_state((numpy_state["name"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+    np.random.set_state((numpy_state["name"], numpy_state["keys"].cpu().numpy().astype(np.uint32), numpy_state["pos"],
                          numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
     python_state = state["python"]
-    random.setstate((python_state["version"], tuple(int(v) for v in python_state["state"].tolist()),
+    random.setstate((python_state["version"], tuple(int(v) for v in python_state["state"].cpu().tolist()),
                      python_state["gauss_next"]))
 
 

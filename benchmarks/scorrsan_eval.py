@@ -1,0 +1,183 @@
+"""Evaluate SCorrSAN checkpoints (or the zero-shot references) under the SCorrSAN protocols; one JSON per row.
+
+Protocols (docs/SCORRSAN.md), all t2s (target keypoints -> source, scored on the source), per-pair averaging:
+
+- ``faces``: the seeded AFLW test pair list (``--count`` faces chosen with ``--seed`` from MTFL ``testing.txt``,
+  pair i = (face i, face i+1 mod count)); thresholds kp-bbox and inter-ocular (eyes = landmarks 0 and 1).
+- ``pf-willow``: the 200 test pairs of the PF-WILLOW split by image (images 5-9 of each subclass); kp-bbox.
+
+What is evaluated:
+
+- ``--checkpoint F``: a trained head (``--head`` picks an MT head; ``selected.pt`` carries the validated one), on
+  cached frozen features of the test images (``--path bank``, fast) or through ``load_matcher("scorrsan")`` image by
+  image (``--path matcher``; the same numbers, checked by tests/test_scorrsan.py on a tiny model).
+- ``--untrained``: the same pipeline without a head (frozen descriptor, mutual filter, x4 upsampling, windowed soft
+  argmax): what training adds.
+- ``--nn-preset best``: the repository's zero-shot matcher (``load_matcher("nn", preset=...)``) image by image.
+
+Example::
+
+    PYTHONPATH=src python benchmarks/scorrsan_eval.py --protocol faces --checkpoint runs/scorrsan_faces_baseline/final.pt \
+        --json benchmarks/results/scorrsan_faces_baseline.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from corrmark.data.keypoint_pairs import FacePairs, build_keypoint_bank, pfwillow_images  # noqa: E402
+from corrmark.eval.interocular import InterOcularPCK  # noqa: E402
+from corrmark.eval.pck import PCKAccumulator, PCKProtocol, evaluation_side  # noqa: E402
+from corrmark.eval.runner import machine_info  # noqa: E402
+from corrmark.models.scorrsan import ScorrsanConfig, ScorrsanHead, head_from_checkpoint  # noqa: E402
+from corrmark.ops import l2_normalize  # noqa: E402
+from corrmark.train.checkpoint import read_checkpoint  # noqa: E402
+from corrmark.train.scorrsan import evaluate_pairs  # noqa: E402
+
+ALPHAS = (0.05, 0.1, 0.15)
+DEFAULT_ROOTS = {"faces": ROOT.parent / "shared" / "data" / "mtfl", "pf-willow": ROOT.parent / "shared" / "data" / "pf-willow"}
+
+
+class UntrainedHead(ScorrsanHead):
+    """The SCorrSAN pipeline on the frozen descriptor itself (no SCE, no fusion)."""
+
+    def describe_features(self, features):
+        return l2_normalize(features)
+
+
+def test_bank(protocol: str, root, model: ScorrsanConfig, count: int, seed: int):
+    """``(bank, pairs, categories, description)`` of the protocol's test pairs."""
+    if protocol == "faces":
+        faces = FacePairs(root, count, seed, load_images=False)
+        bank = build_keypoint_bank(faces.items, model.backbone, model.layers, model.image_size, views=1)
+        return bank, faces.pairs, None, faces.describe()
+    items, pairs, pair_ids = pfwillow_images(root, "test")
+    bank = build_keypoint_bank(items, model.backbone, model.layers, model.image_size, views=1)
+    categories = [pair_id.split("/")[0] for pair_id in pair_ids]
+    return bank, pairs, categories, {"name": "pf-willow", "split": "test", "pairs": len(pairs),
+                                     "split_rule": "images 5-9 (sorted by name) of each subclass"}
+
+
+def evaluate_matcher_pairs(matcher, dataset, interocular: bool, limit=None) -> dict:
+    """t2s PCK of any Matcher on pair samples: kp-bbox (and inter-ocular for faces), per pair."""
+    kp_box = PCKAccumulator(PCKProtocol("t2s", "kp-bbox", "pair", ALPHAS))
+    eyes = InterOcularPCK("t2s", ALPHAS) if interocular else None
+    count = len(dataset) if limit is None else min(int(limit), len(dataset))
+    for index in range(count):
+        sample = dataset[index]
+        side = evaluation_side(sample, "t2s")
+        predicted = matcher.transfer_keypoints(side["query_image"], side["reference_image"], side["query_points"])
+        kp_box.add(predicted, side["reference_points"], side["valid"], side["reference_shape"],
+                   bbox=side["reference_bbox"], category=side["category"])
+        if eyes is not None:
+            eyes.add(predicted, side["reference_points"], side["valid"])
+    result = {"kp-bbox": kp_box.result()}
+    if eyes is not None:
+        result["inter-ocular"] = eyes.result()
+    return result
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--protocol", choices=["faces", "pf-willow"], required=True)
+    parser.add_argument("--root", default=None)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--checkpoint")
+    what.add_argument("--untrained", action="store_true")
+    what.add_argument("--nn-preset")
+    parser.add_argument("--head", type=int, default=None)
+    parser.add_argument("--path", choices=["bank", "matcher"], default="bank")
+    parser.add_argument("--count", type=int, default=1000, help="faces: test faces (= pairs)")
+    parser.add_argument("--seed", type=int, default=0, help="faces: pair-list seed")
+    parser.add_argument("--limit", type=int, default=None, help="matcher path: first N pairs only")
+    parser.add_argument("--label", default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", required=True)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    root = Path(args.root) if args.root else DEFAULT_ROOTS[args.protocol]
+    started = time.perf_counter()
+    interocular = args.protocol == "faces"
+    config, evaluated = None, {}
+    if args.nn_preset:
+        from corrmark import load_matcher
+
+        matcher = load_matcher("nn", preset=args.nn_preset)
+        dataset = _dataset(args, root)
+        metrics = evaluate_matcher_pairs(matcher, dataset, interocular, args.limit)
+        evaluated = {"matcher": matcher.describe(), "path": "matcher"}
+    elif args.path == "matcher":
+        from corrmark import load_matcher
+
+        matcher = load_matcher("scorrsan", checkpoint=args.checkpoint, head=args.head)
+        config = read_checkpoint(args.checkpoint)["config"]
+        metrics = evaluate_matcher_pairs(matcher, _dataset(args, root), interocular, args.limit)
+        evaluated = {"matcher": matcher.describe(), "path": "matcher"}
+    else:
+        if args.untrained:
+            model = ScorrsanConfig(sce=False)
+            bank, pairs, categories, description = test_bank(args.protocol, root, model, args.count, args.seed)
+            head = UntrainedHead(model, bank.channels, bank.stride).eval()
+            evaluated = {"untrained_pipeline": model.to_dict(), "path": "bank"}
+        else:
+            payload = read_checkpoint(args.checkpoint)
+            config = payload["config"]
+            head, model, _ = head_from_checkpoint(payload, args.head)
+            bank, pairs, categories, description = test_bank(args.protocol, root, model, args.count, args.seed)
+            evaluated = {"checkpoint": args.checkpoint, "head": args.head, "path": "bank",
+                         "selected_head": (payload.get("metrics") or {}).get("selected_head"),
+                         "train_metrics": payload.get("metrics")}
+        metrics = evaluate_pairs(head, bank, pairs, ALPHAS, interocular=interocular, categories=categories)
+        metrics["test_set"] = description
+    result = {
+        "label": args.label or Path(args.json).stem,
+        "command": "PYTHONPATH=src python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
+        "protocol": {"name": args.protocol, "direction": "t2s", "averaging": "pair", "alphas": list(ALPHAS),
+                     "thresholds": ["kp-bbox", "inter-ocular"] if interocular else ["kp-bbox"],
+                     "faces": {"count": args.count, "seed": args.seed} if interocular else None,
+                     "pf_willow_split": None if interocular else "test (images 5-9 per subclass, 200 pairs)"},
+        "evaluated": evaluated,
+        "config": config,
+        "metrics": metrics,
+        "seconds": round(time.perf_counter() - started, 1),
+        "machine": machine_info(),
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
+    summary = {name: {k: round(v, 4) for k, v in block["pck"].items() if v is not None}
+               for name, block in metrics.items() if isinstance(block, dict) and "pck" in block}
+    print(json.dumps({"label": result["label"], **summary, "seconds": result["seconds"]}))
+    return result
+
+
+def _dataset(args, root):
+    if args.protocol == "faces":
+        return FacePairs(root, args.count, args.seed)
+    from corrmark.data.pf_willow import PFWillow
+
+    return PFWillow(root, "test")
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    return str(value)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,333 @@
+"""SCorrSAN (Huang et al., ECCV 2022): semantic correspondence learned from sparse keypoints.
+
+Pipeline (paper Sec. 3), adapted to CPU (docs/SCORRSAN.md):
+
+1. Both images are resized to a square ``image_size`` and described by a *frozen* backbone (default: the fused
+   DINOv2-S block 8 + EfficientNet-Lite0 stages 3-4 descriptor of ``models.features``, stride 14 -> a 16 x 16 grid at
+   224 px). Only the head below is trained, so training runs on cached features.
+2. Efficient spatial context encoder (SCE, Sec. 3.1): the sparse criss-cross + diagonal self-similarity of kernel size
+   ``k`` (``ops.sparse_self_similarity``, ``4 (k - 1)`` channels) is concatenated with the features, then a linear
+   layer (1x1 convolution) and a ReLU.
+3. 4D cosine correlation of the two context-aware maps, soft mutual nearest neighbour filtering (Sec. 3.2).
+4. The correlation is upsampled ``upsample`` times on both image sides (bilinear, ``align_corners=False``) and the
+   kernel soft argmax turns it into a target-to-source flow (Sec. 3.3). Memory bound: the upsampled 4D volume is never
+   built. Bilinear upsampling is separable, so the row of the upsampled volume at any target position equals the
+   bilinear read of the coarse volume at that (sub-cell) position followed by upsampling of the source side; the
+   model evaluates exactly those rows, only at the target positions that are asked for (keypoints and dilated-mask
+   cells in training, the fine grid in chunks for a dense mapping). Peak memory is ``N_queries x (f h_s) x (f w_s)``.
+
+Coordinates: queries and outputs are ``(x, y)`` pixels of the square network input (the cell-centre convention of
+docs/CONVENTIONS.md); the Matcher converts to and from original image pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import CheckpointError, CorrmarkError, UnknownNameError
+from ..io import ImageLike, check_keypoints, read_image
+from ..ops import (correlation_4d, grid_to_pixel, kernel_soft_argmax, l2_normalize, mutual_nn_filter, pixel_to_grid,
+                   resize_mapping, sample_field, soft_argmax_4d, sparse_self_similarity)
+from .base import Matcher
+
+
+@dataclass
+class ScorrsanConfig:
+    backbone: str = "dinov2_vits14+efficientnet_lite0"  # frozen descriptor (models.features.parse_backbone_spec)
+    layers: list | None = None  # default [[8], [3, 4]] for the fused descriptor
+    image_size: int = 224  # square input side (rounded to the descriptor's size multiple)
+    sce: bool = True  # efficient spatial context encoder on/off (ablation)
+    sce_kernel: int = 7  # self-similarity kernel size k (4 (k - 1) channels)
+    sce_dilation: int = 1
+    channels: int = 256  # output channels of the linear + ReLU fusion
+    mutual: bool = True  # soft mutual nearest neighbour filtering of the correlation
+    upsample: int = 4  # correlation upsampling factor (1 = flow on the backbone grid)
+    beta: float = 50.0  # softmax temperature of the kernel soft argmax
+    sigma: float = 2.0  # Gaussian window std in *coarse* cells (scaled by ``upsample`` on the fine grid)
+    normalize_scores: bool = False  # L2-normalise each correlation row first (SFNet's kernel soft argmax does)
+    argmax: str = "window"  # "kernel" (SFNet: softmax(beta * k * c)) | "window" (k * exp(beta * c)) | "soft"
+
+    def __post_init__(self):
+        if self.layers is None:
+            self.layers = [[8], [3, 4]] if "+" in self.backbone else None
+        if int(self.upsample) < 1:
+            raise CorrmarkError(f"SCorrSAN upsample must be >= 1, got {self.upsample}")
+        if self.argmax not in ("kernel", "window", "soft"):
+            raise CorrmarkError(f"SCorrSAN argmax must be 'kernel', 'window' or 'soft', got {self.argmax!r}")
+        if self.sce and (self.sce_kernel < 3 or self.sce_kernel % 2 == 0):
+            raise CorrmarkError(f"SCorrSAN sce_kernel must be odd and >= 3, got {self.sce_kernel}")
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> ScorrsanConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values or {}) - names)
+        if unknown:
+            raise UnknownNameError(f"unknown SCorrSAN option(s) {', '.join(unknown)}; options: {', '.join(sorted(names))}")
+        return cls(**(values or {}))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ScorrsanHead(nn.Module):
+    """The trainable part: SCE + fusion; correlation, filtering, upsampling and the soft argmax are parameter-free.
+
+    ``in_channels`` is the frozen descriptor's channel count; ``stride`` the descriptor grid's stride in input pixels.
+    """
+
+    def __init__(self, config: ScorrsanConfig, in_channels: int, stride: float):
+        super().__init__()
+        self.config = config
+        self.stride = float(stride)
+        context = 4 * (config.sce_kernel - 1) if config.sce else 0
+        self.fuse = nn.Conv2d(in_channels + context, config.channels, kernel_size=1)
+
+    def describe_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Frozen ``(B, C, h, w)`` -> context-aware ``(B, channels, h, w)`` (L2-normalised)."""
+        if self.config.sce:
+            context = sparse_self_similarity(features, self.config.sce_kernel, self.config.sce_dilation)
+            features = torch.cat([features, context], dim=1)
+        return l2_normalize(F.relu(self.fuse(features)))
+
+    def correlate(self, query: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """Context-aware maps -> coarse ``(B, h_q, w_q, h_r, w_r)`` correlation (mutual-filtered)."""
+        correlation = correlation_4d(query, reference, normalize=False)  # inputs are unit vectors, >= 0 after ReLU
+        if self.config.mutual:
+            correlation = mutual_nn_filter(correlation.clamp(min=0))
+        return correlation
+
+    def match_rows(self, correlation: torch.Tensor, queries_px: torch.Tensor) -> torch.Tensor:
+        """Reference pixels matching query pixels.
+
+        Args:
+            correlation: ``(B, h_q, w_q, h_r, w_r)`` from :meth:`correlate`.
+            queries_px: ``(B, N, 2)`` ``(x, y)`` pixels of the query input (finite; padding rows may hold any finite
+                value).
+
+        Returns:
+            ``(B, N, 2)`` ``(x, y)`` pixels of the reference input.
+        """
+        batch, h_q, w_q, h_r, w_r = correlation.shape
+        field = correlation.reshape(batch, h_q, w_q, h_r * w_r).permute(0, 3, 1, 2)
+        grid_points = pixel_to_grid(queries_px, self.stride)
+        # bilinear read = the query-side upsampling of the volume, evaluated only where asked
+        rows = sample_field(field, grid_points, channels_last=False).reshape(batch, -1, h_r, w_r)
+        factor = int(self.config.upsample)
+        if factor > 1:
+            rows = F.interpolate(rows, scale_factor=factor, mode="bilinear", align_corners=False)
+        volume = rows.unsqueeze(2)  # (B, N, 1, H_r, W_r): N "cells" of a 4D volume
+        if self.config.argmax == "kernel":
+            matched = kernel_soft_argmax(volume, beta=self.config.beta, sigma=self.config.sigma * factor,
+                                         normalize=self.config.normalize_scores)
+        elif self.config.argmax == "window":
+            matched = window_soft_argmax(rows, self.config.beta, self.config.sigma * factor,
+                                         self.config.normalize_scores)[:, :, None]
+        else:
+            scores = volume
+            if self.config.normalize_scores:
+                scores = l2_normalize(volume.flatten(3), dim=3).reshape(volume.shape)
+            matched = soft_argmax_4d(scores, beta=self.config.beta)
+        return grid_to_pixel(matched[:, :, 0], self.stride / factor)
+
+    def forward(self, query_features: torch.Tensor, reference_features: torch.Tensor,
+                queries_px: torch.Tensor) -> torch.Tensor:
+        """Frozen features of the query (target) and reference (source) images, ``(B, N, 2)`` query pixels ->
+        ``(B, N, 2)`` matching reference pixels (the target-to-source flow read at the queries)."""
+        correlation = self.correlate(self.describe_features(query_features), self.describe_features(reference_features))
+        return self.match_rows(correlation, queries_px)
+
+
+def window_soft_argmax(rows: torch.Tensor, beta: float, sigma: float, normalize: bool = False) -> torch.Tensor:
+    """Soft argmax inside a Gaussian window around the hard argmax: ``p ~ k * exp(beta * c)``.
+
+    The SFNet form ``softmax(beta * k * c)`` gives every cell far from the peak the weight ``exp(0) = 1``; on a
+    64 x 64 fine grid those thousands of cells pull weak matches towards the image centre. Multiplying the
+    probabilities by the window (adding ``log k`` to the logits) keeps the expectation local. The argmax carries no
+    gradient.
+
+    Args:
+        rows: ``(B, N, H, W)`` scores. Returns ``(B, N, 2)`` ``(x, y)`` grid coordinates.
+    """
+    from ..ops import correlation_argmax, gaussian_kernel_at
+
+    scores = rows
+    if normalize:
+        scores = l2_normalize(rows.flatten(2), dim=2).reshape(rows.shape)
+    height, width = rows.shape[-2:]
+    with torch.no_grad():
+        peaks, _ = correlation_argmax(rows.detach().unsqueeze(2))
+        log_window = -((torch.arange(width, dtype=rows.dtype, device=rows.device) - peaks[:, :, 0, 0:1]) ** 2)[..., None, :]
+        log_window = log_window - ((torch.arange(height, dtype=rows.dtype, device=rows.device)
+                                    - peaks[:, :, 0, 1:2]) ** 2)[..., :, None]
+        log_window = log_window / (2.0 * sigma**2)
+    logits = (beta * scores + log_window).flatten(2)
+    probabilities = torch.softmax(logits, dim=-1).reshape(rows.shape)
+    xs = torch.arange(width, dtype=rows.dtype, device=rows.device)
+    ys = torch.arange(height, dtype=rows.dtype, device=rows.device)
+    return torch.stack([(probabilities.sum(-2) * xs).sum(-1), (probabilities.sum(-1) * ys).sum(-1)], dim=-1)
+
+
+class MutualHeads(nn.Module):
+    """Two heads of the same architecture trained together (mutual online teachers, MT)."""
+
+    def __init__(self, config: ScorrsanConfig, in_channels: int, stride: float):
+        super().__init__()
+        self.heads = nn.ModuleList([ScorrsanHead(config, in_channels, stride) for _ in range(2)])
+
+
+def fine_grid_pixels(size: int, stride: float, factor: int, device=None) -> torch.Tensor:
+    """``(n * n, 2)`` pixel centres of the ``factor``-times upsampled grid of a square ``size`` input, row-major."""
+    cells = int(round(size / stride)) * int(factor)
+    step = stride / factor
+    coords = (torch.arange(cells, dtype=torch.float32, device=device) + 0.5) * step - 0.5
+    ys, xs = torch.meshgrid(coords, coords, indexing="ij")
+    return torch.stack([xs, ys], dim=-1).reshape(-1, 2)
+
+
+# --- checkpoint loading ---------------------------------------------------------------------------------------------
+
+
+def head_from_checkpoint(payload: dict, head: int | None = None) -> tuple[ScorrsanHead, ScorrsanConfig, dict]:
+    """The (single) trained head of a SCorrSAN checkpoint, loaded strictly.
+
+    MT checkpoints hold two heads (``heads.0.*``, ``heads.1.*``): ``head`` picks one, default the one recorded as
+    ``selected_head`` (by validation) in the checkpoint's metrics, else 0.
+    """
+    from ..train.checkpoint import check_state_keys
+
+    config = dict(payload.get("config") or {})
+    if config.get("method") not in (None, "scorrsan"):
+        raise CheckpointError(f"not a SCorrSAN checkpoint (method {config.get('method')!r})")
+    model_config = ScorrsanConfig.from_dict(config.get("model"))
+    info = dict(config.get("model_info") or {})
+    if "in_channels" not in info or "stride" not in info:
+        raise CheckpointError("SCorrSAN checkpoint lacks model_info (in_channels, stride); was it written by corrmark?")
+    state = payload["model"]
+    if any(key.startswith("heads.") for key in state):
+        pair = MutualHeads(model_config, int(info["in_channels"]), float(info["stride"]))
+        check_state_keys(pair, state, source="SCorrSAN MT checkpoint")
+        pair.load_state_dict(state, strict=True)
+        chosen = int(head if head is not None else (payload.get("metrics") or {}).get("selected_head", 0))
+        if chosen not in (0, 1):
+            raise CheckpointError(f"an MT checkpoint has heads 0 and 1, got head={chosen}")
+        model = pair.heads[chosen]
+    else:
+        if head not in (None, 0):
+            raise CheckpointError(f"this SCorrSAN checkpoint holds one head; head={head} does not exist")
+        model = ScorrsanHead(model_config, int(info["in_channels"]), float(info["stride"]))
+        check_state_keys(model, state, source="SCorrSAN checkpoint")
+        model.load_state_dict(state, strict=True)
+    return model.eval(), model_config, info
+
+
+# --- the Matcher ----------------------------------------------------------------------------------------------------
+
+
+class ScorrsanMatcher(Matcher):
+    """A trained SCorrSAN head on its frozen descriptor, behind the ``Matcher`` interface.
+
+    ``estimate_mapping(source, target)`` evaluates the target-to-source flow on the fine (upsampled) target grid and
+    resizes it to the target image; ``transfer_keypoints(query, reference, points)`` evaluates the flow from the
+    query image at exactly the given points (the high-resolution path, no grid rounding).
+    """
+
+    name = "scorrsan"
+
+    def __init__(self, checkpoint, device="cpu", head: int | None = None, weights_files=None, chunk: int = 512):
+        from ..train.checkpoint import read_checkpoint
+        from .features import DescriptorExtractor, parse_backbone_spec
+
+        self.device = torch.device(device)
+        self.checkpoint = str(checkpoint)
+        payload = read_checkpoint(checkpoint, map_location=self.device)
+        self.head, self.config, self.info = head_from_checkpoint(payload, head)
+        self.head.to(self.device)
+        self.selected_head = head
+        specs = parse_backbone_spec(self.config.backbone, self.config.layers)
+        self.extractor = DescriptorExtractor(specs, device=self.device, weights_files=weights_files).eval()
+        self.size = square_size(self.config.image_size, self.extractor.size_multiple)
+        if abs(self.extractor.stride - self.head.stride) > 1e-6:
+            raise CheckpointError(f"checkpoint stride {self.head.stride} does not match the descriptor's {self.extractor.stride}")
+        self.chunk = int(chunk)
+        self._cache: OrderedDict = OrderedDict()
+        self.cache_size = 64
+
+    def describe(self) -> dict:
+        return {"name": self.name, "checkpoint": self.checkpoint, "head": self.selected_head, **asdict(self.config)}
+
+    def estimate_mapping(self, source: ImageLike, target: ImageLike) -> np.ndarray:
+        source_image, target_image = read_image(source), read_image(target)
+        queries = fine_grid_pixels(self.size, self.head.stride, self.config.upsample, self.device)
+        matched = self._match(target_image, source_image, queries)  # (n*n, 2) source input pixels
+        cells = int(round(len(queries) ** 0.5))
+        mapping = input_to_original(matched, source_image.shape[:2], self.size).reshape(1, cells, cells, 2)
+        # the fine grid tiles the square input, so resizing it to (H_t, W_t) is the square resize undone
+        return resize_mapping(mapping, tuple(target_image.shape[:2]))[0].cpu().numpy().astype(np.float64)
+
+    def transfer_keypoints(self, source: ImageLike, target: ImageLike, points) -> np.ndarray:
+        source_image, target_image = read_image(source), read_image(target)
+        points = check_keypoints(points, source_image.shape[:2], name="source keypoints")
+        if len(points) == 0:
+            return np.zeros((0, 2))
+        queries = original_to_input(torch.as_tensor(points, dtype=torch.float32, device=self.device),
+                                    source_image.shape[:2], self.size)
+        matched = self._match(source_image, target_image, queries)
+        return input_to_original(matched, target_image.shape[:2], self.size).cpu().numpy().astype(np.float64)
+
+    @torch.no_grad()
+    def _match(self, query_image: np.ndarray, reference_image: np.ndarray, queries_px: torch.Tensor) -> torch.Tensor:
+        query, reference = self._describe(query_image), self._describe(reference_image)
+        correlation = self.head.correlate(query, reference)
+        parts = [self.head.match_rows(correlation, chunk[None])[0] for chunk in queries_px.split(self.chunk)]
+        return torch.cat(parts)
+
+    def _describe(self, image: np.ndarray) -> torch.Tensor:
+        key = (hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest(), image.shape)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        tensor = square_tensor(image, self.size).to(self.device)
+        with torch.no_grad():
+            described = self.head.describe_features(self.extractor(tensor))
+        self._cache[key] = described
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return described
+
+
+def square_size(image_size: int, multiple: int) -> int:
+    return max(multiple, int(round(image_size / multiple)) * multiple)
+
+
+def square_tensor(image: np.ndarray, size: int) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 -> ``(1, 3, size, size)`` in [0, 1] (antialiased bilinear, as the feature banks)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+    return F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+
+
+def original_to_input(points: torch.Tensor, shape_hw, size: int) -> torch.Tensor:
+    """Original-image pixels -> square-input pixels (cell-centre convention on both)."""
+    height, width = shape_hw
+    scale = torch.tensor([size / width, size / height], dtype=points.dtype, device=points.device)
+    return (points + 0.5) * scale - 0.5
+
+
+def input_to_original(points: torch.Tensor, shape_hw, size: int) -> torch.Tensor:
+    height, width = shape_hw
+    scale = torch.tensor([width / size, height / size], dtype=points.dtype, device=points.device)
+    return (points + 0.5) * scale - 0.5
+
+
+def load_scorrsan(checkpoint, device="cpu", **options) -> ScorrsanMatcher:
+    allowed = {"head", "weights_files", "chunk"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise UnknownNameError(f"unknown scorrsan matcher option(s) {', '.join(unknown)}; options: {', '.join(sorted(allowed))}")
+    return ScorrsanMatcher(checkpoint, device=device, **options)
