@@ -3,6 +3,7 @@
 # run, every row trained from scratch with the same seed). Teacher-student rows use the 500-step baseline
 # (runs/scorrsan_pfwillow_baseline/final.pt, from benchmarks/scorrsan_pfwillow.sh) as the offline teacher.
 # One JSON per row: benchmarks/results/scorrsan_ablation_<row>.json. Run from the repository root.
+# Usage: sh benchmarks/scorrsan_ablation.sh [architecture|teacher|all]
 set -e
 PY="${PYTHON:-python}"
 export PYTHONPATH=src
@@ -14,12 +15,17 @@ row() {  # row NAME CONFIG OVERRIDES...
     $PY benchmarks/scorrsan_eval.py --protocol pf-willow --checkpoint runs/scorrsan_ablation_$name/final.pt \
         --json benchmarks/results/scorrsan_ablation_$name.json
 }
-row a0_plain $CONFIG --set model.sce=false --set model.upsample=1
-row a1_sce $CONFIG --set model.upsample=1
-row a2_sce_hr $CONFIG
-row hr_only $CONFIG --set model.sce=false
-row a4_ts_no_denoise $ST --set teacher_student.dilation=0 --set teacher_student.selection=null
-row a5_ts_dilation $ST --set teacher_student.selection=null
-row a6_ts_dilation_selection $ST
-row ts_dilation3 $ST --set teacher_student.dilation=3
-row ts_dilation15 $ST --set teacher_student.dilation=15
+PART=${1:-all}
+if [ "$PART" = architecture ] || [ "$PART" = all ]; then
+    row a0_plain $CONFIG --set model.sce=false --set model.upsample=1
+    row a1_sce $CONFIG --set model.upsample=1
+    row hr_only $CONFIG --set model.sce=false
+    row a2_sce_hr $CONFIG
+fi
+if [ "$PART" = teacher ] || [ "$PART" = all ]; then
+    row a6_ts_dilation_selection $ST
+    row a5_ts_dilation $ST --set teacher_student.selection=null
+    row a4_ts_no_denoise $ST --set teacher_student.dilation=0 --set teacher_student.selection=null
+    row ts_dilation3 $ST --set teacher_student.dilation=3
+    row ts_dilation15 $ST --set teacher_student.dilation=15
+fi

@@ -265,3 +265,44 @@ def test_interocular_pck_known_value():
     result = accumulator.result()
     assert result["pck"] == {"0.05": pytest.approx(3 / 5), "0.1": pytest.approx(4 / 5)}  # L*alpha = 1 and 2 px
     assert result["protocol"]["threshold"] == "inter-ocular"
+
+
+# --- the Matcher and the cached-feature evaluation path agree --------------------------------------------------------
+
+
+def test_matcher_equals_the_feature_bank_path(tmp_path, monkeypatch):
+    timm = pytest.importorskip("timm")
+    from PIL import Image
+
+    from corrmark import load_matcher
+    from corrmark.data.keypoint_pairs import KeypointImage, build_keypoint_bank
+    from corrmark.train import save_checkpoint
+    from corrmark.train.scorrsan import predict_pairs
+
+    monkeypatch.setenv("CORRMARK_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet18.pth"
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), weights)
+    weights_files = {"timm:resnet18": str(weights)}
+    rng = np.random.default_rng(0)
+    items = []
+    for index, (height, width) in enumerate([(40, 56), (48, 44)]):
+        path = tmp_path / f"{index}.png"
+        Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(path)
+        points = rng.uniform(2, min(height, width) - 3, size=(3, 2))
+        items.append(KeypointImage(str(path), points, (height, width)))
+    config = ScorrsanConfig(backbone="timm:resnet18", layers=[2], image_size=64, sce_kernel=3, channels=8)
+    bank = build_keypoint_bank(items, config.backbone, config.layers, config.image_size, weights_files=weights_files,
+                               progress=False)
+    head = ScorrsanHead(config, bank.channels, bank.stride)
+    checkpoint = tmp_path / "final.pt"
+    save_checkpoint(checkpoint, {"model": head.state_dict(), "config": {
+        "method": "scorrsan", "model": config.to_dict(), "model_info": {"in_channels": bank.channels,
+                                                                        "stride": bank.stride}}})
+    matcher = load_matcher("scorrsan", checkpoint=str(checkpoint), weights_files=weights_files)
+    source, target = (np.asarray(Image.open(item.path).convert("RGB")) for item in items)
+    via_matcher = matcher.transfer_keypoints(target, source, items[1].points)  # t2s: target points -> source
+    via_bank = predict_pairs(head, bank, [(0, 1)])[0]
+    assert np.allclose(via_matcher, via_bank, atol=1e-3)
+    mapping = matcher.estimate_mapping(source, target)
+    assert mapping.shape == (48, 44, 2) and np.isfinite(mapping).all()

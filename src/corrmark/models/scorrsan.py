@@ -308,7 +308,7 @@ def square_size(image_size: int, multiple: int) -> int:
 
 def square_tensor(image: np.ndarray, size: int) -> torch.Tensor:
     """``(H, W, 3)`` uint8 -> ``(1, 3, size, size)`` in [0, 1] (antialiased bilinear, as the feature banks)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+    tensor = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float() / 255.0
     return F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
 
 

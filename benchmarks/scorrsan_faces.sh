@@ -1,0 +1,19 @@
+#!/bin/sh
+# SCorrSAN faces protocol: MTFL training faces -> the seeded 1,000 AFLW test pairs; baseline (= teacher), ST, MT,
+# and the untrained pipeline / zero-shot matcher references. One JSON per row in benchmarks/results/.
+set -e
+PY="${PYTHON:-python}"
+export PYTHONPATH=src
+$PY benchmarks/scorrsan_train.py configs/scorrsan_faces_baseline.yaml
+$PY benchmarks/scorrsan_eval.py --protocol faces --checkpoint runs/scorrsan_faces_baseline/final.pt \
+    --json benchmarks/results/scorrsan_faces_baseline.json
+$PY benchmarks/scorrsan_eval.py --protocol faces --untrained --json benchmarks/results/scorrsan_faces_untrained.json
+# the zero-shot matcher image by image is slow (336 px, two backbones): first 200 pairs of the same list
+$PY benchmarks/scorrsan_eval.py --protocol faces --nn-preset best --limit 200 \
+    --json benchmarks/results/scorrsan_faces_zero_shot_nn_best_first200.json
+$PY benchmarks/scorrsan_train.py configs/scorrsan_faces_st.yaml
+$PY benchmarks/scorrsan_eval.py --protocol faces --checkpoint runs/scorrsan_faces_st/final.pt \
+    --json benchmarks/results/scorrsan_faces_st.json
+$PY benchmarks/scorrsan_train.py configs/scorrsan_faces_mt.yaml
+$PY benchmarks/scorrsan_eval.py --protocol faces --checkpoint runs/scorrsan_faces_mt/selected.pt \
+    --json benchmarks/results/scorrsan_faces_mt.json
