@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from corrmark.errors import CorrmarkError
-from corrmark.eval.experiment import PROTOCOL_DEFAULTS, load_yaml, protocol_of, resolve_eval_experiment
+from corrmark.config import load_yaml
+from corrmark.eval.experiment import PROTOCOL_DEFAULTS, protocol_of, resolve_eval_experiment
 from corrmark.models.features import DescriptorExtractor, parse_backbone_spec, prepare_image
 
 

@@ -67,7 +67,8 @@ def matcher_from_args(args):
 def _cmd_eval(args) -> int:
     from . import load_matcher
     from .data import open_dataset
-    from .eval.experiment import load_yaml, protocol_of, resolve_eval_experiment
+    from .config import load_yaml
+    from .eval.experiment import protocol_of, resolve_eval_experiment
     from .eval.runner import evaluate_matcher, format_pck_table
     from .io import write_json_atomic
 

@@ -12,10 +12,6 @@ Command-line values override the file; every result records the merged experimen
 from __future__ import annotations
 
 import copy
-import os
-from pathlib import Path
-
-import yaml
 
 from ..errors import CorrmarkError
 from .pck import PCKProtocol
@@ -23,19 +19,6 @@ from .pck import PCKProtocol
 PROTOCOL_DEFAULTS = {"direction": "t2s", "threshold": "kp-bbox", "averaging": "pair",
                      "alphas": [0.05, 0.1, 0.15], "resolution": "original"}
 KNOWN_KEYS = {"dataset", "root", "split", "protocol", "matcher", "description"}
-
-
-def load_yaml(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise CorrmarkError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise CorrmarkError(f"cannot parse config {path}: {str(error).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise CorrmarkError(f"config {path} must be a mapping of keys to values")
-    return data
 
 
 def resolve_eval_experiment(config: dict | None, overrides: dict) -> dict:

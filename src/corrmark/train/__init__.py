@@ -10,6 +10,7 @@ from .runner import METHODS, Experiment, load_config, register_method, run_confi
 from .trainer import BatchSource, Trainer, cosine_schedule, move_to_device
 
 register_method("scorrsan", "corrmark.train.scorrsan:build_experiment")
+register_method("jlad", "corrmark.train.jlad:build_experiment")
 
 __all__ = [
     "METHODS", "BatchSource", "Experiment", "Trainer", "capture_rng_state", "check_state_keys", "cosine_schedule",

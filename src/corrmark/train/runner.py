@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 
+from ..config import load_yaml
 from ..errors import CorrmarkError, UnknownNameError
 from .checkpoint import seed_everything
 from .trainer import BatchSource, Trainer
@@ -71,16 +71,8 @@ def load_config(path_or_dict) -> dict:
     """A deep copy of a config dict, or the YAML file's content (its path recorded under ``config_file``)."""
     if isinstance(path_or_dict, dict):
         return copy.deepcopy(path_or_dict)
-    path = Path(path_or_dict)
-    if not path.is_file():
-        raise CorrmarkError(f"config file not found: {path}")
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise CorrmarkError(f"cannot parse config {path}: {str(error).splitlines()[0]}") from error
-    if not isinstance(config, dict):
-        raise CorrmarkError(f"config {path} must be a mapping with a 'method:' key")
-    config.setdefault("config_file", str(path))
+    config = load_yaml(path_or_dict)
+    config.setdefault("config_file", str(path_or_dict))
     return config
 
 

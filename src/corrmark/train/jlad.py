@@ -1,0 +1,431 @@
+"""JLAD training (``method: jlad``): synthetic-warp pretraining, then the alternating optimisation of Sec. 3.4.
+
+The frozen backbone runs once: every training image gets ``views`` views (view 0 = the plain square resize, views
+1.. = random synthetic warps from ``corrmark.data.synthetic``: affine + optional TPS + colour jitter, no mirror), and
+the bank (``$CORRMARK_CACHE/jlad_features``) stores each view's frozen features (float16) and, for the warped views,
+the ground-truth mapping from the view's feature grid into view 0's feature grid. Steps then run only ``JLADNet``.
+
+Schedule (``JLADSchedule``, a function of the global step, so resuming replays it exactly):
+
+1. ``pretrain_steps`` steps on synthetic pairs (a warped view as the source, view 0 of the same image as the
+   target): alignment with eq. (1) on the known dense mapping, detection with eq. (2) (equivariance under the known
+   warp) plus concentration (8) and separation (9). Both sub-networks are trained at once; they share only ``W_F``.
+2. ``rounds`` alternations (paper: at most 4) of two stages of ``stage_steps`` steps each, on *semantic* pairs (two
+   different images of one group: two MTFL faces, two birds of one species, two PF-WILLOW images of one subclass):
+   - alignment stage: ``{W_F, W_A, W_C}`` trained with eq. (11), ``(lambda_D, lambda_A, lambda_J) = (1, 10, 10)``;
+   - detection stage: ``{W_F, W_D}`` trained with eq. (11), ``(10, 1, 100)``.
+   The sub-networks outside a stage get ``requires_grad = False`` for that step (no gradient, no Adam update).
+   ``synthetic_weight > 0`` adds the pretraining losses on a synthetic pair batch to every alternation step (a CPU
+   stabiliser, not in the paper; default 0).
+
+Learning rate: ``lr`` then x0.1 and x0.01 at ``lr_milestones`` (fractions of the total steps; the paper's
+1e-3 -> 1e-4 -> 1e-5). No keypoints are used anywhere in training.
+
+Config::
+
+    method: jlad
+    name: jlad_mtfl_k10
+    seed: 0
+    model: {backbone: dinov2_vits14, layers: [8], image_size: 224, num_landmarks: 10, radius: 5, ...}  # JLADConfig
+    data:
+      sources:   # dataset: mtfl | cub-unlabeled | image-folder | pf-willow; root; split; limit; group
+        - {dataset: mtfl, root: ../shared/data/mtfl, split: train, limit: 1000, group: face}
+      views: 3
+      warp: {rotation: 15, scale: [0.9, 1.9], tps_probability: 0.5, flip_probability: 0.0}   # WarpConfig
+      batch_size: 8
+      steps_per_epoch: 50
+      data_seed: 0
+    loss: {margin: null, concentration: 1.0, separation: 1.0, synthetic_alignment: 1.0, equivariance: 1.0,
+           alignment_radius: 2, temperature: 0.1, synthetic_weight: 0.0,
+           alignment_stage: [1, 10, 10], detection_stage: [10, 1, 100]}
+    schedule: {pretrain_steps: 300, stage_steps: 100, rounds: 2}
+    train: {lr: 1e-3, lr_milestones: [0.6, 0.9], threads: 2, log_every: 10, checkpoint_every: 100}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..data.synthetic import SyntheticWarp, WarpConfig
+from ..errors import CorrmarkError, UnknownNameError
+from ..io import read_image
+from ..losses.jlad import (ALIGNMENT_STAGE_WEIGHTS, DETECTION_STAGE_WEIGHTS, default_margin, detection_loss,
+                           equivariance_loss, joint_loss, normalized_mapping, probabilistic_alignment_loss,
+                           synthetic_alignment_loss, total_loss)
+from ..models.jlad import FrozenFeatures, JLADConfig, JLADNet, square_input
+from ..ops import inside_map, resize_mapping
+from .runner import Experiment
+
+BANK_VERSION = 1
+STAGES = ("pretrain", "align", "detect")
+DEFAULT_WARP = {"rotation": 15.0, "scale": (0.9, 1.9), "translation": 0.05, "tps_probability": 0.5,
+                "tps_strength": 0.03, "flip_probability": 0.0}
+
+
+def feature_cache_dir() -> Path:
+    root = os.environ.get("CORRMARK_CACHE") or Path.home() / ".cache" / "corrmark"
+    return Path(root) / "jlad_features"
+
+
+# --- schedule -------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class JLADSchedule:
+    pretrain_steps: int = 300
+    stage_steps: int = 100
+    rounds: int = 2  # alternations (paper: at most 4)
+
+    def __post_init__(self):
+        if self.pretrain_steps < 0 or self.stage_steps < 0 or (self.rounds > 0 and self.stage_steps < 1):
+            raise CorrmarkError("JLAD schedule: pretrain_steps >= 0 and stage_steps >= 1 when rounds > 0")
+        if not 0 <= self.rounds <= 4:
+            raise CorrmarkError(f"JLAD schedule: rounds must be 0..4 (the paper's maximum), got {self.rounds}")
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> JLADSchedule:
+        names = set(cls.__dataclass_fields__)
+        unknown = sorted(set(values or {}) - names)
+        if unknown:
+            raise UnknownNameError(f"unknown JLAD schedule option(s) {', '.join(unknown)}; options: {', '.join(sorted(names))}")
+        return cls(**{key: int(value) for key, value in (values or {}).items()})
+
+    @property
+    def total_steps(self) -> int:
+        return self.pretrain_steps + 2 * self.rounds * self.stage_steps
+
+    def stage(self, step: int) -> tuple[str, int]:
+        """``(stage name, round)`` of the 0-based global ``step``: ``("pretrain", 0)``, ``("align", r)`` or
+        ``("detect", r)`` with ``r`` = 1..rounds."""
+        if step < self.pretrain_steps or self.rounds == 0:
+            return "pretrain", 0
+        offset = step - self.pretrain_steps
+        round_index = min(offset // (2 * self.stage_steps), self.rounds - 1)
+        within = offset - round_index * 2 * self.stage_steps
+        return ("align" if within < self.stage_steps else "detect"), round_index + 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- training images and the feature bank ---------------------------------------------------------------------------
+
+
+def collect_images(sources: list[dict], data_seed: int) -> list[dict]:
+    """``[{"path", "group", "shape"}]`` from the data sources (no annotations are read into training)."""
+    from ..data import open_image_dataset
+
+    items = []
+    for number, source in enumerate(sources):
+        source = dict(source)
+        kind = str(source.pop("dataset"))
+        root = os.path.expandvars(str(source.pop("root")))
+        split = source.pop("split", None)
+        limit = source.pop("limit", None)
+        group = str(source.pop("group", kind))
+        if source:
+            raise UnknownNameError(f"unknown JLAD data source option(s): {', '.join(source)}")
+        if kind == "pf-willow":
+            from ..data.keypoint_pairs import pfwillow_images
+
+            images, _, _ = pfwillow_images(root, split or "train")
+            entries = [{"path": item.path, "category": item.group, "shape": tuple(item.shape)} for item in images]
+        else:
+            dataset = open_image_dataset(kind, root, split, load_images=False)
+            entries = []
+            for index in range(len(dataset)):
+                sample = dataset[index]
+                entries.append({"path": str(sample["path"]), "category": sample.get("category", ""),
+                                "shape": tuple(sample["shape"])})
+        if limit is not None and int(limit) < len(entries):
+            chosen = np.random.default_rng([int(data_seed), number, 17]).choice(len(entries), int(limit), replace=False)
+            entries = [entries[i] for i in sorted(chosen)]
+        for entry in entries:
+            item_group = f"{kind}/{entry['category']}" if group == "@category" else group
+            items.append({"path": entry["path"], "group": item_group, "shape": entry["shape"]})
+    if not items:
+        raise CorrmarkError("the JLAD data sources hold no images")
+    return items
+
+
+class JLADBank:
+    """``features`` (N*V, C, h, w) float16, ``mappings`` (N*V, h, w, 2) float32 (view grid -> view 0 grid, identity
+    for view 0), ``groups`` (N,), ``shapes`` (N, 2) original (H, W), ``paths``, ``views`` V, ``size``, ``meta``.
+    Row of image ``i`` view ``v`` = ``i * V + v``."""
+
+    def __init__(self, features, mappings, groups, shapes, paths, views, size, meta):
+        self.features, self.mappings, self.groups, self.shapes = features, mappings, groups, shapes
+        self.paths, self.views, self.size, self.meta = list(paths), int(views), int(size), meta
+        self.images = len(self.paths)
+
+    @property
+    def channels(self) -> int:
+        return int(self.features.shape[1])
+
+    def state(self) -> dict:
+        return {"features": self.features, "mappings": self.mappings, "groups": self.groups, "shapes": self.shapes,
+                "paths": json.dumps(self.paths), "views": self.views, "size": self.size, "meta": json.dumps(self.meta)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> JLADBank:
+        return cls(state["features"], state["mappings"], state["groups"], state["shapes"], json.loads(state["paths"]),
+                   state["views"], state["size"], json.loads(state["meta"]))
+
+
+def bank_key(model: JLADConfig, items: list[dict], views: int, warp: dict, data_seed: int) -> str:
+    description = {"version": BANK_VERSION, "backbone": model.backbone, "layers": model.layers,
+                   "image_size": model.image_size, "images": [(item["path"], item["group"]) for item in items],
+                   "views": views, "warp": warp, "data_seed": data_seed}
+    return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def build_bank(model: JLADConfig, items: list[dict], views: int = 3, warp: dict | None = None, data_seed: int = 0,
+               device="cpu", weights_files=None, cache: bool = True, progress: bool = True, chunk: int = 8,
+               frozen: FrozenFeatures | None = None) -> JLADBank:
+    """Frozen features of ``views`` views of every image (and the true mappings of the warped views), or the cache."""
+    warp_values = {**DEFAULT_WARP, **dict(warp or {})}
+    key = bank_key(model, items, views, warp_values, data_seed)
+    path = feature_cache_dir() / f"{key}.pt"
+    if cache and path.is_file():
+        return JLADBank.from_state(torch.load(path, weights_only=True))
+    frozen = frozen or FrozenFeatures(model, device=device, weights_files=weights_files)
+    size = frozen.input_size
+    warper = SyntheticWarp(WarpConfig.from_dict(warp_values))
+    started = time.perf_counter()
+    features, mappings = [None] * (len(items) * views), [None] * (len(items) * views)
+    for start in tqdm(range(0, len(items), chunk), desc="jlad features", disable=not progress, unit="batch"):
+        batch = items[start:start + chunk]
+        images = torch.cat([square_input(read_image(item["path"]), size) for item in batch])
+        for view in range(views):
+            if view == 0:
+                view_images = images
+                mapping = None
+            else:
+                generator = torch.Generator().manual_seed(int(data_seed) * 1_000_003 + start * 101 + view)
+                out = warper.view(images, None, generator)
+                view_images, mapping = out["image"], out["mapping"]
+            with torch.no_grad():
+                described = frozen(view_images.to(device)).cpu()
+            grid_hw = tuple(described.shape[-2:])
+            if mapping is None:
+                from ..ops import pixel_grid
+
+                grid_mapping = pixel_grid(*grid_hw).expand(len(batch), *grid_hw, 2)
+            else:
+                grid_mapping = resize_mapping(mapping.float(), grid_hw, (size, size), grid_hw)
+            for offset in range(len(batch)):
+                row = (start + offset) * views + view
+                features[row] = described[offset].to(torch.float16)
+                mappings[row] = grid_mapping[offset].float()
+    groups = sorted({item["group"] for item in items})
+    bank = JLADBank(torch.stack(features), torch.stack(mappings),
+                    torch.tensor([groups.index(item["group"]) for item in items], dtype=torch.int64),
+                    torch.tensor([tuple(item["shape"]) for item in items], dtype=torch.int64),
+                    [item["path"] for item in items], views, size,
+                    {"key": key, "groups": groups, "images": len(items), "views": views, "warp": warp_values,
+                     "seconds": round(time.perf_counter() - started, 1)})
+    if cache:
+        from .checkpoint import save_checkpoint
+
+        save_checkpoint(path, bank.state())
+    return bank
+
+
+# --- batches --------------------------------------------------------------------------------------------------------
+
+
+class JLADBatches:
+    """Deterministic batches for the schedule (a ``BatchSource``): synthetic pairs in pretraining, semantic pairs
+    (two different images of one group, random views) in the alternation; ``synthetic_batch > 0`` adds a synthetic
+    pair batch of that size to every alternation batch."""
+
+    def __init__(self, bank: JLADBank, schedule: JLADSchedule, batch_size: int = 8, steps_per_epoch: int = 50,
+                 synthetic_batch: int = 0):
+        self.bank, self.schedule = bank, schedule
+        self.batch_size, self.steps, self.synthetic_batch = int(batch_size), int(steps_per_epoch), int(synthetic_batch)
+        groups = bank.groups.numpy()
+        self.members = {int(g): np.flatnonzero(groups == g) for g in np.unique(groups)}
+        self.usable = [g for g, members in self.members.items() if len(members) >= 2]
+        if schedule.rounds > 0 and not self.usable:
+            raise CorrmarkError("JLAD semantic pairs need a group with at least two images")
+        if schedule.pretrain_steps > 0 and bank.views < 2:
+            raise CorrmarkError("JLAD synthetic pretraining needs views >= 2 (view 0 plus warped views)")
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def _synthetic(self, rng: np.random.Generator, count: int) -> dict:
+        views = self.bank.views
+        images = rng.integers(self.bank.images, size=count)
+        chosen_views = rng.integers(1, views, size=count)
+        first = torch.as_tensor(images * views + chosen_views)
+        second = torch.as_tensor(images * views)
+        mapping = self.bank.mappings[first]
+        return {"source": self.bank.features[first].float(), "target": self.bank.features[second].float(),
+                "tau_true": mapping, "valid": inside_map(mapping, tuple(mapping.shape[1:3]))}
+
+    def _semantic(self, rng: np.random.Generator, count: int) -> dict:
+        views = self.bank.views
+        first, second = [], []
+        for _ in range(count):
+            members = self.members[self.usable[int(rng.integers(len(self.usable)))]]
+            a, b = rng.choice(len(members), 2, replace=False)
+            view_a, view_b = rng.integers(views, size=2)
+            first.append(int(members[a]) * views + int(view_a))
+            second.append(int(members[b]) * views + int(view_b))
+        return {"source": self.bank.features[torch.as_tensor(first)].float(),
+                "target": self.bank.features[torch.as_tensor(second)].float()}
+
+    def batches(self, seed: int, epoch: int):
+        rng = np.random.default_rng([int(seed), int(epoch), 23])
+        for position in range(self.steps):
+            step = epoch * self.steps + position
+            stage, round_index = self.schedule.stage(step)
+            batch = {"stage": torch.tensor(STAGES.index(stage)), "round": torch.tensor(round_index)}
+            if stage == "pretrain":
+                batch["synthetic"] = self._synthetic(rng, self.batch_size)
+            else:
+                batch["pair"] = self._semantic(rng, self.batch_size)
+                if self.synthetic_batch > 0:
+                    batch["synthetic"] = self._synthetic(rng, self.synthetic_batch)
+            yield batch
+
+
+# --- the step -------------------------------------------------------------------------------------------------------
+
+LOSS_DEFAULTS = {"margin": None, "concentration": 1.0, "separation": 1.0, "synthetic_alignment": 1.0,
+                 "equivariance": 1.0, "alignment_radius": 2, "temperature": 0.1, "synthetic_weight": 0.0,
+                 "alignment_stage": list(ALIGNMENT_STAGE_WEIGHTS), "detection_stage": list(DETECTION_STAGE_WEIGHTS)}
+#: sub-networks trained in each stage (Sec. 3.4)
+TRAINED = {"pretrain": ("F", "A", "C", "D"), "align": ("F", "A", "C"), "detect": ("F", "D")}
+
+
+def loss_options(values: dict | None, num_landmarks: int) -> dict:
+    options = dict(LOSS_DEFAULTS)
+    unknown = sorted(set(values or {}) - set(options))
+    if unknown:
+        raise UnknownNameError(f"unknown JLAD loss option(s) {', '.join(unknown)}; options: {', '.join(options)}")
+    options.update(values or {})
+    if options["margin"] is None:
+        options["margin"] = default_margin(num_landmarks)
+    return options
+
+
+def set_trainable(net: JLADNet, stage: str) -> None:
+    """``requires_grad`` on for the sub-networks the stage trains, off for the others."""
+    for name, module in net.subnetworks().items():
+        if module is not None:
+            module.requires_grad_(name in TRAINED[stage])
+
+
+class JLADStep:
+    """The training step for every stage (picklable; loss options bound)."""
+
+    def __init__(self, options: dict):
+        self.options = options
+
+    def synthetic_losses(self, net: JLADNet, batch: dict) -> dict:
+        """Pretraining losses on a synthetic pair: eq. (1) for the alignment, eq. (2) + (8) + (9) for detection."""
+        options = self.options
+        out = net(batch["source"], batch["target"])
+        alignment = synthetic_alignment_loss(out["tau"], batch["tau_true"], batch["valid"])
+        grid_hw = tuple(batch["tau_true"].shape[1:3])
+        # the source is the warped view: its landmarks carried into view 0 must meet view 0's landmarks (eq. 2)
+        equivariance = equivariance_loss(out["detection_t"]["points_normalized"],
+                                         out["detection_s"]["points_normalized"],
+                                         normalized_mapping(batch["tau_true"], grid_hw))
+        detection = self._detection(out)
+        loss = (options["synthetic_alignment"] * alignment + options["equivariance"] * equivariance
+                + detection["detection"])
+        return {"loss": loss, "synthetic_alignment": alignment, "equivariance": equivariance,
+                "concentration": detection["concentration"], "separation": detection["separation"]}
+
+    def _detection(self, out: dict) -> dict:
+        options = self.options
+        parts = [detection_loss(out[side]["psi"], out[side]["points_normalized"], options["margin"],
+                                options["concentration"], options["separation"])
+                 for side in ("detection_s", "detection_t")]
+        return {key: 0.5 * (parts[0][key] + parts[1][key]) for key in parts[0]}
+
+    def joint_losses(self, net: JLADNet, batch: dict, stage: str) -> dict:
+        """Eq. (11) on a semantic pair with the stage's weights."""
+        options = self.options
+        out = net(batch["source"], batch["target"])
+        log_sigma = out["log_sigma"] if net.config.uncertainty else None
+        alignment = probabilistic_alignment_loss(out["features_s"], out["features_t"], out["tau"], log_sigma,
+                                                 int(options["alignment_radius"]), float(options["temperature"]))
+        joint = joint_loss(out["detection_s"]["psi"], out["detection_t"]["psi"], out["tau"], log_sigma)
+        detection = self._detection(out)
+        weights = options["alignment_stage"] if stage == "align" else options["detection_stage"]
+        loss = total_loss(detection["detection"], alignment, joint, tuple(float(w) for w in weights))
+        return {"loss": loss, "alignment": alignment, "joint": joint, "concentration": detection["concentration"],
+                "separation": detection["separation"], "mean_sigma": out["log_sigma"].exp().mean().detach()}
+
+    def __call__(self, net: JLADNet, batch: dict) -> dict:
+        stage = STAGES[int(batch["stage"])]
+        set_trainable(net, stage)
+        if stage == "pretrain":
+            losses = self.synthetic_losses(net, batch["synthetic"])
+        else:
+            losses = self.joint_losses(net, batch["pair"], stage)
+            if "synthetic" in batch and float(self.options["synthetic_weight"]) > 0:
+                extra = self.synthetic_losses(net, batch["synthetic"])
+                losses["loss"] = losses["loss"] + float(self.options["synthetic_weight"]) * extra["loss"]
+                losses["synthetic"] = extra["loss"].detach()
+        losses["stage"] = float(STAGES.index(stage))
+        return losses
+
+
+def step_schedule(total_steps: int, milestones=(0.6, 0.9), factor: float = 0.1):
+    """``optimizer -> LambdaLR``: the base rate, times ``factor`` after each milestone (fractions of the steps)."""
+    bounds = [int(round(float(m) * total_steps)) for m in milestones]
+
+    def rate(step: int) -> float:
+        return factor ** sum(step >= bound for bound in bounds)
+
+    return lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
+
+
+def build_experiment(config: dict, device="cpu", bank: JLADBank | None = None) -> Experiment:
+    """``method: jlad`` -> Experiment (see the module docstring for the config). ``bank`` skips the feature bank
+    (tests)."""
+    model_config = JLADConfig.from_dict(config.get("model"))
+    config["model"] = model_config.to_dict()
+    schedule = JLADSchedule.from_dict(config.get("schedule"))
+    config["schedule"] = schedule.to_dict()
+    data = dict(config.get("data") or {})
+    options = loss_options(config.get("loss"), model_config.num_landmarks)
+    config["loss"] = options
+    train = dict(config.get("train") or {})
+    if bank is None:
+        if "sources" not in data:
+            raise CorrmarkError("the JLAD config needs data.sources (training images)")
+        data_seed = int(data.get("data_seed", 0))
+        items = collect_images(list(data["sources"]), data_seed)
+        bank = build_bank(model_config, items, int(data.get("views", 3)), data.get("warp"), data_seed, device=device,
+                          weights_files=config.get("weights_files"))
+        config.setdefault("data_info", bank.meta)
+    torch.manual_seed(int(config.get("seed", 0)))  # the bank (or its cache) must not change the initial weights
+    net = JLADNet(model_config, bank.channels)
+    batches = JLADBatches(bank, schedule, data.get("batch_size", 8), data.get("steps_per_epoch", 50),
+                          int(data.get("synthetic_batch", 0)))
+    steps = schedule.total_steps
+    lr, weight_decay = float(train.get("lr", 1e-3)), float(train.get("weight_decay", 0.0))
+    return Experiment(
+        model=net,
+        optimizer_factory=lambda params: torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay),
+        step=JLADStep(options),
+        data=batches,
+        max_steps=steps,
+        scheduler_factory=step_schedule(steps, train.get("lr_milestones", (0.6, 0.9))),
+        grad_clip=train.get("grad_clip", 10.0),
+    )
