@@ -17,7 +17,8 @@ What is evaluated:
 
 Example::
 
-    PYTHONPATH=src python benchmarks/scorrsan_eval.py --protocol faces --checkpoint runs/scorrsan_faces_baseline/final.pt \
+    PYTHONPATH=src python benchmarks/scorrsan_eval.py --protocol faces \
+        --checkpoint runs/scorrsan_faces_baseline/final.pt \
         --json benchmarks/results/scorrsan_faces_baseline.json
 """
 
@@ -46,7 +47,8 @@ from corrmark.train.checkpoint import read_checkpoint  # noqa: E402
 from corrmark.train.scorrsan import evaluate_pairs  # noqa: E402
 
 ALPHAS = (0.05, 0.1, 0.15)
-DEFAULT_ROOTS = {"faces": ROOT.parent / "shared" / "data" / "mtfl", "pf-willow": ROOT.parent / "shared" / "data" / "pf-willow"}
+SHARED = ROOT.parent / "shared" / "data"
+DEFAULT_ROOTS = {"faces": SHARED / "mtfl", "pf-willow": SHARED / "pf-willow"}
 
 
 class UntrainedHead(ScorrsanHead):
@@ -100,7 +102,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--path", choices=["bank", "matcher"], default="bank")
     parser.add_argument("--count", type=int, default=1000, help="faces: test faces (= pairs)")
     parser.add_argument("--seed", type=int, default=0, help="faces: pair-list seed")
-    parser.add_argument("--limit", type=int, default=None, help="matcher path: first N pairs only")
+    parser.add_argument("--limit", type=int, default=None, help="first N pairs of the list only")
     parser.add_argument("--label", default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", required=True)
@@ -138,6 +140,9 @@ def main(argv=None) -> dict:
             evaluated = {"checkpoint": args.checkpoint, "head": args.head, "path": "bank",
                          "selected_head": (payload.get("metrics") or {}).get("selected_head"),
                          "train_metrics": payload.get("metrics")}
+        if args.limit is not None:
+            pairs = pairs[:args.limit]
+            categories = categories[:args.limit] if categories is not None else None
         metrics = evaluate_pairs(head, bank, pairs, ALPHAS, interocular=interocular, categories=categories)
         metrics["test_set"] = description
     result = {
@@ -145,7 +150,7 @@ def main(argv=None) -> dict:
         "command": "PYTHONPATH=src python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
         "protocol": {"name": args.protocol, "direction": "t2s", "averaging": "pair", "alphas": list(ALPHAS),
                      "thresholds": ["kp-bbox", "inter-ocular"] if interocular else ["kp-bbox"],
-                     "faces": {"count": args.count, "seed": args.seed} if interocular else None,
+                     "faces": {"count": args.count, "seed": args.seed} if interocular else None, "limit": args.limit,
                      "pf_willow_split": None if interocular else "test (images 5-9 per subclass, 200 pairs)"},
         "evaluated": evaluated,
         "config": config,

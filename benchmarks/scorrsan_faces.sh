@@ -14,6 +14,15 @@ $PY benchmarks/scorrsan_eval.py --protocol faces --nn-preset best --limit 200 \
 $PY benchmarks/scorrsan_train.py configs/scorrsan_faces_st.yaml
 $PY benchmarks/scorrsan_eval.py --protocol faces --checkpoint runs/scorrsan_faces_st/final.pt \
     --json benchmarks/results/scorrsan_faces_st.json
+# MT (600 steps)
 $PY benchmarks/scorrsan_train.py configs/scorrsan_faces_mt.yaml
 $PY benchmarks/scorrsan_eval.py --protocol faces --checkpoint runs/scorrsan_faces_mt/selected.pt \
     --json benchmarks/results/scorrsan_faces_mt.json
+# same-budget reference for ST (600 steps) and the first-200-pairs rows beside the zero-shot matcher
+$PY benchmarks/scorrsan_train.py configs/scorrsan_faces_baseline.yaml --set name=scorrsan_faces_baseline_600 --set train.steps=600
+$PY benchmarks/scorrsan_eval.py --protocol faces --checkpoint runs/scorrsan_faces_baseline_600/final.pt \
+    --json benchmarks/results/scorrsan_faces_baseline_600.json
+$PY benchmarks/scorrsan_eval.py --protocol faces --checkpoint runs/scorrsan_faces_baseline/final.pt --limit 200 \
+    --json benchmarks/results/scorrsan_faces_baseline_first200.json
+$PY benchmarks/scorrsan_eval.py --protocol faces --untrained --limit 200 \
+    --json benchmarks/results/scorrsan_faces_untrained_first200.json

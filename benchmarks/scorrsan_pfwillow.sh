@@ -15,3 +15,7 @@ $PY benchmarks/scorrsan_eval.py --protocol pf-willow --checkpoint runs/scorrsan_
     --json benchmarks/results/scorrsan_pfwillow_mt.json
 $PY benchmarks/scorrsan_eval.py --protocol pf-willow --nn-preset best --json benchmarks/results/scorrsan_pfwillow_zero_shot_nn_best.json
 $PY benchmarks/scorrsan_eval.py --protocol pf-willow --untrained --json benchmarks/results/scorrsan_pfwillow_untrained.json
+# the same baseline through the Matcher interface and the CLI (image by image; must equal the bank path)
+$PY -m corrmark eval pf-willow --root ../shared/data/pf-willow --split test --matcher scorrsan \
+    --checkpoint runs/scorrsan_pfwillow_baseline/final.pt --direction t2s --threshold kp-bbox \
+    --json benchmarks/results/scorrsan_pfwillow_baseline_via_cli.json --quiet

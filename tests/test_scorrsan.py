@@ -13,7 +13,7 @@ from corrmark.losses.scorrsan import (dilate_mask, keypoint_mask, mask_positions
                                       select_small_losses, selection_ratio, sparse_flow_loss)
 from corrmark.models.scorrsan import (MutualHeads, ScorrsanConfig, ScorrsanHead, head_from_checkpoint,
                                       window_soft_argmax)
-from corrmark.ops import upsample_correlation
+from corrmark.ops import sparse_self_similarity, upsample_correlation
 from corrmark.train import Trainer, read_checkpoint
 from corrmark.train.scorrsan import BaselineStep, MutualStep, StudentStep, teacher_student_options
 
@@ -97,7 +97,8 @@ def test_sparse_flow_loss_ignores_invalid_and_nan():
 
 
 def tiny_config(**overrides):
-    values = dict(backbone="tiny", layers=None, image_size=32, sce_kernel=3, channels=8, upsample=2, sigma=2.0, beta=20.0)
+    values = dict(backbone="tiny", layers=None, image_size=32, sce_kernel=3, channels=8, upsample=2, sigma=2.0,
+                  beta=20.0)
     values.update(overrides)
     return ScorrsanConfig(**values)
 
@@ -113,7 +114,7 @@ def test_sce_shape_and_known_value():
         head.fuse.weight[0, 4:, 0, 0] = 1.0  # channel 0 = sum of the 16 self-similarities
     out = head.describe_features(features)
     assert out.shape == (1, 8, 8, 8)
-    raw = torch.relu(head.fuse(torch.cat([features, __import__("corrmark").ops.sparse_self_similarity(features, 5)], 1)))
+    raw = torch.relu(head.fuse(torch.cat([features, sparse_self_similarity(features, 5)], 1)))
     assert raw[0, 0, 4, 4].item() == pytest.approx(16.0)  # interior: all 16 neighbours inside
     # corner (0, 0): right/down neighbours at distance 1, 2 on 3 of the 4 lines (the anti-diagonal leaves the map)
     assert raw[0, 0, 0, 0].item() == pytest.approx(6.0)

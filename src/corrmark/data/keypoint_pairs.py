@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..errors import CorrmarkError
@@ -58,7 +57,8 @@ class KeypointBank:
 
     def __init__(self, features, points, shapes, groups, views, paths, size, stride, meta):
         self.features, self.points, self.shapes, self.groups = features, points, shapes, groups
-        self.views, self.paths, self.size, self.stride, self.meta = int(views), list(paths), int(size), float(stride), meta
+        self.views, self.paths, self.size, self.stride = int(views), list(paths), int(size), float(stride)
+        self.meta = meta
         self.images = len(self.paths)
 
     @property
@@ -202,7 +202,8 @@ class FixedPairs:
         order = rng.permutation(len(self.pairs))
         for step, start in enumerate(range(0, len(order), self.batch_size)):
             chosen = [self.pairs[i] for i in order[start:start + self.batch_size]]
-            views = rng.integers(self.bank.views, size=(len(chosen), 2)) if self.random_views else np.zeros((len(chosen), 2), int)
+            views = (rng.integers(self.bank.views, size=(len(chosen), 2)) if self.random_views
+                     else np.zeros((len(chosen), 2), int))
             sources = [s * self.bank.views + int(v[0]) for (s, _), v in zip(chosen, views)]
             targets = [t * self.bank.views + int(v[1]) for (_, t), v in zip(chosen, views)]
             yield _pair_batch(self.bank, sources, targets, epoch + step / len(self))

@@ -33,6 +33,7 @@ class InterOcularPCK:
         self._pairs: list[dict] = []
         self.skipped_pairs = 0
         self.errors: list[float] = []  # per valid keypoint, error / L
+        self.per_landmark: dict[int, list[float]] = {}
 
     def add(self, pred, gt, valid) -> dict[str, float] | None:
         gt = np.asarray(gt, dtype=np.float64).reshape(-1, 2)
@@ -45,7 +46,10 @@ class InterOcularPCK:
         pred = np.asarray(pred, dtype=np.float64).reshape(-1, 2)
         if len(pred) == len(gt):
             pred = pred[valid]
-        self.errors.extend((np.linalg.norm(pred - gt[valid], axis=1) / length).tolist())
+        relative = np.linalg.norm(pred - gt[valid], axis=1) / length
+        self.errors.extend(relative.tolist())
+        for landmark, error in zip(np.flatnonzero(valid), relative):
+            self.per_landmark.setdefault(int(landmark), []).append(float(error))
         self._pairs.append(counts)
         return {alpha_key(a): c / n for a, (c, n) in counts.items()}
 
@@ -61,4 +65,7 @@ class InterOcularPCK:
         keypoints = int(sum(next(iter(c.values()))[1] for c in self._pairs))
         return {"pck": pck, "pairs": len(self._pairs), "keypoints": keypoints, "skipped_pairs": self.skipped_pairs,
                 "mean_error_interocular": float(np.mean(self.errors)) if self.errors else None,
+                "per_landmark": {str(k): {"mean_error_interocular": float(np.mean(v)),
+                                          **{alpha_key(a): float(np.mean(np.asarray(v) <= a)) for a in self.alphas}}
+                                 for k, v in sorted(self.per_landmark.items())},
                 "protocol": self.protocol()}

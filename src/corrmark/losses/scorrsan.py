@@ -113,7 +113,8 @@ def select_small_losses(losses: torch.Tensor, valid: torch.Tensor, ratio: float)
     keep = torch.minimum(keep, counts)
     scores = torch.where(valid, losses.detach(), torch.full_like(losses, math.inf))
     order = torch.argsort(scores, dim=1, stable=True)
-    ranks = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    positions = torch.arange(order.shape[1], device=order.device).expand_as(order)
+    ranks = torch.empty_like(order).scatter_(1, order, positions)
     return valid & (ranks < keep[:, None])
 
 

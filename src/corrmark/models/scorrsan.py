@@ -69,7 +69,8 @@ class ScorrsanConfig:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(values or {}) - names)
         if unknown:
-            raise UnknownNameError(f"unknown SCorrSAN option(s) {', '.join(unknown)}; options: {', '.join(sorted(names))}")
+            raise UnknownNameError(f"unknown SCorrSAN option(s) {', '.join(unknown)}; "
+                                   f"options: {', '.join(sorted(names))}")
         return cls(**(values or {}))
 
     def to_dict(self) -> dict:
@@ -155,7 +156,7 @@ def window_soft_argmax(rows: torch.Tensor, beta: float, sigma: float, normalize:
     Args:
         rows: ``(B, N, H, W)`` scores. Returns ``(B, N, 2)`` ``(x, y)`` grid coordinates.
     """
-    from ..ops import correlation_argmax, gaussian_kernel_at
+    from ..ops import correlation_argmax
 
     scores = rows
     if normalize:
@@ -163,9 +164,9 @@ def window_soft_argmax(rows: torch.Tensor, beta: float, sigma: float, normalize:
     height, width = rows.shape[-2:]
     with torch.no_grad():
         peaks, _ = correlation_argmax(rows.detach().unsqueeze(2))
-        log_window = -((torch.arange(width, dtype=rows.dtype, device=rows.device) - peaks[:, :, 0, 0:1]) ** 2)[..., None, :]
-        log_window = log_window - ((torch.arange(height, dtype=rows.dtype, device=rows.device)
-                                    - peaks[:, :, 0, 1:2]) ** 2)[..., :, None]
+        xs = torch.arange(width, dtype=rows.dtype, device=rows.device)
+        ys = torch.arange(height, dtype=rows.dtype, device=rows.device)
+        log_window = -((xs - peaks[:, :, 0, 0:1]) ** 2)[..., None, :] - ((ys - peaks[:, :, 0, 1:2]) ** 2)[..., :, None]
         log_window = log_window / (2.0 * sigma**2)
     logits = (beta * scores + log_window).flatten(2)
     probabilities = torch.softmax(logits, dim=-1).reshape(rows.shape)
@@ -254,7 +255,8 @@ class ScorrsanMatcher(Matcher):
         self.extractor = DescriptorExtractor(specs, device=self.device, weights_files=weights_files).eval()
         self.size = square_size(self.config.image_size, self.extractor.size_multiple)
         if abs(self.extractor.stride - self.head.stride) > 1e-6:
-            raise CheckpointError(f"checkpoint stride {self.head.stride} does not match the descriptor's {self.extractor.stride}")
+            raise CheckpointError(f"checkpoint stride {self.head.stride} does not match the descriptor's "
+                                  f"{self.extractor.stride}")
         self.chunk = int(chunk)
         self._cache: OrderedDict = OrderedDict()
         self.cache_size = 64
@@ -329,5 +331,6 @@ def load_scorrsan(checkpoint, device="cpu", **options) -> ScorrsanMatcher:
     allowed = {"head", "weights_files", "chunk"}
     unknown = sorted(set(options) - allowed)
     if unknown:
-        raise UnknownNameError(f"unknown scorrsan matcher option(s) {', '.join(unknown)}; options: {', '.join(sorted(allowed))}")
+        raise UnknownNameError(f"unknown scorrsan matcher option(s) {', '.join(unknown)}; "
+                               f"options: {', '.join(sorted(allowed))}")
     return ScorrsanMatcher(checkpoint, device=device, **options)

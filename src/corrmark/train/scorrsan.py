@@ -43,7 +43,6 @@ Config::
 
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
@@ -103,7 +102,8 @@ def training_data(data: dict, model: ScorrsanConfig, device="cpu", weights_files
         validation = None
         val = data.get("validation")
         if val:
-            val_items = mtfl_images(root, "train", int(val.get("limit", 200)), seed + 1, exclude=[i.path for i in items])
+            val_items = mtfl_images(root, "train", int(val.get("limit", 200)), seed + 1,
+                                    exclude=[item.path for item in items])
             _, pairs = face_test_pairs(len(val_items), len(val_items), seed)
             validation = (bank(val_items), pairs)
         return train_bank, source, validation
