@@ -1,5 +1,7 @@
 """Evaluation metrics with explicit protocols: PCK for keypoint transfer, LT-ACC and IoU for mask transfer."""
 
+from .landmarks import (detect_landmarks, evaluate_landmark_points, evaluate_landmarks, export_landmarks,
+                        fit_landmark_regressor, landmark_figure)
 from .masks import MaskAccumulator, label_transfer_accuracy, mask_iou
 from .pck import (
     DEFAULT_ALPHAS,
@@ -19,6 +21,12 @@ __all__ = [
     "PCKAccumulator",
     "PCKProtocol",
     "alpha_key",
+    "detect_landmarks",
+    "evaluate_landmark_points",
+    "evaluate_landmarks",
+    "export_landmarks",
+    "fit_landmark_regressor",
+    "landmark_figure",
     "evaluate_matcher",
     "evaluation_side",
     "format_pck_table",

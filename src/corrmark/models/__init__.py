@@ -32,7 +32,26 @@ def _build_scorrsan(checkpoint=None, device="cpu", **options):
     return load_scorrsan(checkpoint, device=device, **options)
 
 
-MATCHERS = {"nn": _build_nn, "sfnet": _build_sfnet, "scorrsan": _build_scorrsan}
+def _build_jlad(checkpoint=None, device="cpu", **options):
+    from ..errors import CheckpointError
+    from .jlad import load_jlad_matcher
+
+    if checkpoint is None:
+        raise CheckpointError("the 'jlad' matcher needs trained weights: pass --checkpoint <final.pt from corrmark train>")
+    return load_jlad_matcher(checkpoint, device=device, **options)
+
+
+def _build_jlad_landmarks(checkpoint=None, device="cpu", **options):
+    from ..errors import CheckpointError
+    from .jlad import load_jlad_landmarks
+
+    if checkpoint is None:
+        raise CheckpointError("the 'jlad' landmark model needs trained weights: pass --checkpoint <final.pt>")
+    return load_jlad_landmarks(checkpoint, device=device, **options)
+
+
+MATCHERS = {"nn": _build_nn, "sfnet": _build_sfnet, "scorrsan": _build_scorrsan, "jlad": _build_jlad}
+LANDMARK_MODELS = {"jlad": _build_jlad_landmarks}
 
 
 def available_matchers() -> list[str]:
@@ -52,4 +71,19 @@ def load_matcher(name: str, checkpoint=None, device="cpu", **options) -> Matcher
     return builder(checkpoint=checkpoint, device=device, **options)
 
 
-__all__ = ["LandmarkModel", "Matcher", "available_matchers", "load_matcher", "read_mapping_at"]
+def load_landmark_model(name: str, checkpoint=None, device="cpu", **options) -> LandmarkModel:
+    """Build a landmark model by name (``LANDMARK_MODELS``) from a training checkpoint.
+
+    >>> model = load_landmark_model("jlad", "runs/jlad_mtfl_k10/final.pt")  # doctest: +SKIP
+    >>> heatmaps, points = model.detect(images)  # doctest: +SKIP
+    """
+    try:
+        builder = LANDMARK_MODELS[name]
+    except KeyError:
+        raise UnknownNameError(f"unknown landmark model '{name}'; available: {', '.join(sorted(LANDMARK_MODELS))}") from None
+    options = {key: value for key, value in options.items() if value is not None}
+    return builder(checkpoint=checkpoint, device=device, **options)
+
+
+__all__ = ["LANDMARK_MODELS", "LandmarkModel", "Matcher", "available_matchers", "load_landmark_model", "load_matcher",
+           "read_mapping_at"]

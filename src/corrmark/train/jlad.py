@@ -36,7 +36,7 @@ Config::
       steps_per_epoch: 50
       data_seed: 0
     loss: {margin: null, concentration: 1.0, separation: 1.0, synthetic_alignment: 1.0, equivariance: 1.0,
-           alignment_radius: 2, temperature: 0.1, synthetic_weight: 0.0,
+           alignment_radius: 2, temperature: 0.1, synthetic_weight: 0.0, joint_normalize: false,
            alignment_stage: [1, 10, 10], detection_stage: [10, 1, 100]}
     schedule: {pretrain_steps: 300, stage_steps: 100, rounds: 2}
     train: {lr: 1e-3, lr_milestones: [0.6, 0.9], threads: 2, log_every: 10, checkpoint_every: 100}
@@ -304,6 +304,7 @@ class JLADBatches:
 
 LOSS_DEFAULTS = {"margin": None, "concentration": 1.0, "separation": 1.0, "synthetic_alignment": 1.0,
                  "equivariance": 1.0, "alignment_radius": 2, "temperature": 0.1, "synthetic_weight": 0.0,
+                 "joint_normalize": False,
                  "alignment_stage": list(ALIGNMENT_STAGE_WEIGHTS), "detection_stage": list(DETECTION_STAGE_WEIGHTS)}
 #: sub-networks trained in each stage (Sec. 3.4)
 TRAINED = {"pretrain": ("F", "A", "C", "D"), "align": ("F", "A", "C"), "detect": ("F", "D")}
@@ -363,12 +364,14 @@ class JLADStep:
         log_sigma = out["log_sigma"] if net.config.uncertainty else None
         alignment = probabilistic_alignment_loss(out["features_s"], out["features_t"], out["tau"], log_sigma,
                                                  int(options["alignment_radius"]), float(options["temperature"]))
-        joint = joint_loss(out["detection_s"]["psi"], out["detection_t"]["psi"], out["tau"], log_sigma)
+        joint = joint_loss(out["detection_s"]["psi"], out["detection_t"]["psi"], out["tau"], log_sigma,
+                           normalize_maps=bool(options["joint_normalize"]))
         detection = self._detection(out)
         weights = options["alignment_stage"] if stage == "align" else options["detection_stage"]
         loss = total_loss(detection["detection"], alignment, joint, tuple(float(w) for w in weights))
         return {"loss": loss, "alignment": alignment, "joint": joint, "concentration": detection["concentration"],
-                "separation": detection["separation"], "mean_sigma": out["log_sigma"].exp().mean().detach()}
+                "separation": detection["separation"], "mean_sigma": out["log_sigma"].exp().mean().detach(),
+                "landmark_mass": out["detection_s"]["psi"].sum(dim=(-2, -1)).mean().detach()}
 
     def __call__(self, net: JLADNet, batch: dict) -> dict:
         stage = STAGES[int(batch["stage"])]

@@ -1,0 +1,379 @@
+"""Unsupervised landmark evaluation: linear regression (no bias) from discovered to annotated landmarks.
+
+Protocol (shared/notes/evaluation-protocols.md, Thewlis et al. 2017 / Jakab et al. 2018):
+
+1. Run the landmark model on every image; the K discovered landmarks are taken in **pixel coordinates of the
+   evaluated image** (0-based, docs/CONVENTIONS.md), flattened to ``2K`` numbers ``(x_1, y_1, ..., x_K, y_K)``.
+2. Fit a linear map **without bias** ``W`` (``2K x 2L``) by least squares from those ``2K`` numbers to the ``2L``
+   annotated coordinates on the training split. Each output coordinate is fitted on the images where that annotated
+   landmark is valid (finite).
+3. Apply ``W`` to the test split. Error of a landmark = L2 distance between prediction and annotation divided by the
+   normalising length of the image: ``inter-ocular`` = distance between annotated landmarks ``eyes`` (faces; MTFL:
+   points 1 and 2, indices 0 and 1) or ``kp-bbox`` = max(w, h) of the box around the image's valid annotations
+   (objects). Reported in percent: per landmark (mean over test images) and the mean over all valid (image,
+   landmark) entries.
+
+Without a bias term the coordinate origin matters; the origin here is the centre of the top-left pixel of each
+image, as every coordinate in corrmark.
+
+Object protocol (PF-WILLOW, per category with the SCorrSAN image split): one regressor per category, errors divided
+by the kp-bbox length, mean over categories (``per_category=True``, :func:`pfwillow_landmark_images`).
+
+API: :func:`fit_landmark_regressor`, :func:`apply_landmark_regressor`, :func:`normalised_errors` (pure numpy);
+:func:`evaluate_landmark_points` (arrays in, result dict out); :func:`detect_landmarks` (a ``LandmarkModel`` over a
+dataset); :func:`evaluate_landmarks` (model + train/test datasets -> result dict, optional figure);
+:func:`landmark_figure`; :func:`export_landmarks` (the ``corrmark landmarks`` command).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import CorrmarkError, InvalidKeypointsError, UnknownNameError
+from ..io import ImageLike, read_image, write_json_atomic
+from .interocular import interocular_distance
+from .pck import threshold_length
+
+NORMALISATIONS = ("inter-ocular", "kp-bbox")
+
+
+# --- regression -----------------------------------------------------------------------------------------------------
+
+
+def _as_points(points, name: str, ndim: int = 3) -> np.ndarray:
+    array = np.asarray(points, dtype=np.float64)
+    if array.ndim != ndim or array.shape[-1] != 2:
+        raise InvalidKeypointsError(f"{name} must have shape {'(N, K, 2)' if ndim == 3 else '(K, 2)'}, got {array.shape}")
+    return array
+
+
+def fit_landmark_regressor(discovered, annotated, ridge: float = 0.0) -> np.ndarray:
+    """Least-squares linear map without bias from discovered to annotated landmarks.
+
+    Args:
+        discovered: ``(N, K, 2)`` discovered landmarks (pixels of each image); must be finite.
+        annotated: ``(N, L, 2)`` annotations; NaN rows = not annotated (those images are left out of the fit of
+            that landmark's two outputs).
+        ridge: optional Tikhonov weight (0 = plain least squares, the protocol).
+
+    Returns:
+        ``W`` ``(2K, 2L)``: ``annotated.reshape(N, 2L) ~ discovered.reshape(N, 2K) @ W``.
+    """
+    discovered = _as_points(discovered, "discovered landmarks")
+    annotated = _as_points(annotated, "annotated landmarks")
+    if len(discovered) != len(annotated):
+        raise InvalidKeypointsError(f"{len(discovered)} images of discovered landmarks but {len(annotated)} annotated")
+    if not np.isfinite(discovered).all():
+        raise InvalidKeypointsError("discovered landmarks must be finite")
+    inputs = discovered.reshape(len(discovered), -1)
+    targets = annotated.reshape(len(annotated), -1)
+    weights = np.zeros((inputs.shape[1], targets.shape[1]))
+    for column in range(targets.shape[1]):
+        rows = np.isfinite(targets[:, column])
+        if rows.sum() < 1:
+            raise InvalidKeypointsError(f"annotated landmark {column // 2} is missing in every training image")
+        x, y = inputs[rows], targets[rows, column]
+        if ridge > 0:
+            weights[:, column] = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ y)
+        else:
+            weights[:, column] = np.linalg.lstsq(x, y, rcond=None)[0]
+    return weights
+
+
+def apply_landmark_regressor(weights: np.ndarray, discovered) -> np.ndarray:
+    """``(N, K, 2)`` discovered landmarks -> ``(N, L, 2)`` predicted annotations."""
+    discovered = _as_points(discovered, "discovered landmarks")
+    predicted = discovered.reshape(len(discovered), -1) @ np.asarray(weights)
+    return predicted.reshape(len(discovered), -1, 2)
+
+
+def normalising_length(annotated_points, normalisation: str, eyes=(0, 1)) -> float:
+    """The length errors of one image are divided by: inter-ocular distance or max side of the keypoint box."""
+    if normalisation == "inter-ocular":
+        return interocular_distance(annotated_points, eyes)
+    if normalisation == "kp-bbox":
+        points = _as_points(annotated_points, "annotated landmarks", ndim=2)
+        return threshold_length("kp-bbox", (1, 1), points=points, valid=np.isfinite(points).all(axis=1))
+    raise UnknownNameError(f"unknown landmark normalisation {normalisation!r}; choose one of: {', '.join(NORMALISATIONS)}")
+
+
+def normalised_errors(predicted, annotated, normalisation: str = "inter-ocular", eyes=(0, 1)) -> np.ndarray:
+    """``(N, L)`` errors ``||pred - gt|| / length`` (NaN where the annotation is missing)."""
+    predicted = _as_points(predicted, "predicted landmarks")
+    annotated = _as_points(annotated, "annotated landmarks")
+    if predicted.shape != annotated.shape:
+        raise InvalidKeypointsError(f"predicted {predicted.shape} and annotated {annotated.shape} landmarks differ")
+    lengths = np.array([normalising_length(points, normalisation, eyes) for points in annotated])
+    distances = np.linalg.norm(predicted - annotated, axis=-1)  # NaN where not annotated
+    return distances / lengths[:, None]
+
+
+def evaluate_landmark_points(train_discovered, train_annotated, test_discovered, test_annotated,
+                             normalisation: str = "inter-ocular", eyes=(0, 1), ridge: float = 0.0,
+                             train_categories=None, test_categories=None) -> dict:
+    """The protocol on arrays: fit on train, errors on test. Returns ``mean_error`` (percent), ``per_landmark``
+    (percent, one per annotated landmark), ``test_images``, ``train_images``, ``weights`` (2K x 2L list),
+    ``errors`` (N_test x L array, fractions, NaN = not annotated) and ``predicted`` (N_test x L x 2).
+
+    With ``train_categories`` / ``test_categories`` (one label per image) a separate regressor is fitted per category
+    (object protocols: each category has its own keypoint set) and ``per_category`` holds each category's result;
+    ``mean_error`` is then the mean over categories of their mean errors, ``per_landmark`` is None.
+    """
+    if normalisation not in NORMALISATIONS:
+        raise UnknownNameError(f"unknown landmark normalisation {normalisation!r}; choose one of: {', '.join(NORMALISATIONS)}")
+    if (train_categories is None) != (test_categories is None):
+        raise CorrmarkError("give categories for both the training and the test images, or for neither")
+    if train_categories is not None:
+        return _evaluate_per_category(np.asarray(train_discovered, dtype=np.float64), np.asarray(train_annotated, dtype=np.float64),
+                                      np.asarray(test_discovered, dtype=np.float64), np.asarray(test_annotated, dtype=np.float64),
+                                      normalisation, eyes, ridge, np.asarray(train_categories), np.asarray(test_categories))
+    weights = fit_landmark_regressor(train_discovered, train_annotated, ridge)
+    predicted = apply_landmark_regressor(weights, test_discovered)
+    errors = normalised_errors(predicted, test_annotated, normalisation, eyes)
+    valid = np.isfinite(errors)
+    per_landmark = [float(100 * np.mean(errors[valid[:, k], k])) if valid[:, k].any() else None
+                    for k in range(errors.shape[1])]
+    return {"mean_error": float(100 * errors[valid].mean()) if valid.any() else None, "per_landmark": per_landmark,
+            "train_images": int(len(np.asarray(train_discovered))), "test_images": int(len(errors)),
+            "weights": np.asarray(weights).tolist(), "errors": errors, "predicted": predicted}
+
+
+def _evaluate_per_category(train_discovered, train_annotated, test_discovered, test_annotated, normalisation, eyes,
+                           ridge, train_categories, test_categories) -> dict:
+    per_category = {}
+    errors = np.full(test_annotated.shape[:2], np.nan)
+    predicted = np.full(test_annotated.shape, np.nan)
+    for category in sorted(set(test_categories.tolist())):
+        train_rows, test_rows = train_categories == category, test_categories == category
+        if not train_rows.any():
+            raise CorrmarkError(f"category {category!r} has test images but no training images")
+        result = evaluate_landmark_points(train_discovered[train_rows], train_annotated[train_rows],
+                                          test_discovered[test_rows], test_annotated[test_rows], normalisation, eyes,
+                                          ridge)
+        errors[test_rows], predicted[test_rows] = result.pop("errors"), result.pop("predicted")
+        result.pop("weights")
+        per_category[str(category)] = result
+    means = [entry["mean_error"] for entry in per_category.values() if entry["mean_error"] is not None]
+    return {"mean_error": float(np.mean(means)) if means else None, "per_landmark": None,
+            "per_category": per_category, "averaging": "mean over categories",
+            "train_images": int(len(train_discovered)), "test_images": int(len(test_discovered)),
+            "errors": errors, "predicted": predicted}
+
+
+class ImageRecords:
+    """A plain list of ``{"path", "points" (L, 2), "valid", "category"}`` records usable as an evaluation dataset."""
+
+    def __init__(self, records: list[dict], name: str = "images"):
+        self._records, self.name = list(records), name
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __getitem__(self, index: int) -> dict:
+        return dict(self._records[index])
+
+
+def pfwillow_landmark_images(root, split: str) -> ImageRecords:
+    """The images of a PF-WILLOW split (the SCorrSAN split by image: images 0-4 / 5-9 of each subclass) with their
+    10 keypoints and subclass, for the per-category object protocol (``normalisation="kp-bbox"``)."""
+    from ..data.keypoint_pairs import pfwillow_images
+
+    items, _, _ = pfwillow_images(root, split)
+    records = [{"path": item.path, "points": np.asarray(item.points, dtype=np.float64),
+                "valid": np.isfinite(np.asarray(item.points)).all(axis=1), "category": item.group} for item in items]
+    return ImageRecords(records, name=f"pf-willow {split}")
+
+
+# --- running a model ------------------------------------------------------------------------------------------------
+
+
+def _image_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float() / 255.0
+
+
+def detect_landmarks(model, images: Sequence[ImageLike], batch_size: int = 16, progress: bool = False
+                     ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Run ``model.detect`` on images of any sizes (batched among consecutive images of one size).
+
+    Returns ``points`` ``(N, K, 2)`` in pixels of each image and the heatmaps (one ``(K, h, w)`` array per image).
+    """
+    from tqdm import tqdm
+
+    points: list[np.ndarray | None] = [None] * len(images)
+    heatmaps: list[np.ndarray | None] = [None] * len(images)
+    pending: list[tuple[int, np.ndarray]] = []
+
+    def flush():
+        if not pending:
+            return
+        batch = torch.cat([_image_tensor(image) for _, image in pending])
+        maps, found = model.detect(batch)
+        for (index, _), item_maps, item_points in zip(pending, maps, found):
+            points[index] = item_points.detach().cpu().double().numpy()
+            heatmaps[index] = item_maps.detach().cpu().float().numpy()
+        pending.clear()
+
+    for index in tqdm(range(len(images)), desc="landmarks", disable=not progress, unit="image"):
+        image = read_image(images[index])
+        if pending and (pending[0][1].shape != image.shape or len(pending) >= batch_size):
+            flush()
+        pending.append((index, image))
+    flush()
+    return np.stack(points) if points else np.zeros((0, 0, 2)), heatmaps
+
+
+def _dataset_images(dataset, limit: int | None, seed: int) -> tuple[list[str], np.ndarray, list[str]]:
+    """Paths, annotations ``(N, L, 2)`` (NaN = invalid) and categories of a dataset's images (a seeded subset with
+    ``limit``)."""
+    indices = np.arange(len(dataset))
+    if limit is not None and int(limit) < len(indices):
+        indices = np.sort(np.random.default_rng([int(seed), 29]).choice(len(indices), int(limit), replace=False))
+    paths, annotations, categories = [], [], []
+    for index in indices:
+        record = dataset._records[int(index)] if hasattr(dataset, "_records") else dataset[int(index)]
+        points = np.asarray(record["points"], dtype=np.float64).copy()
+        valid = np.asarray(record.get("valid", np.isfinite(points).all(axis=1)), dtype=bool)
+        points[~valid] = np.nan
+        paths.append(str(record["path"]))
+        annotations.append(points)
+        categories.append(str(record.get("category", "")))
+    if not paths:
+        raise CorrmarkError("the landmark evaluation dataset is empty")
+    return paths, np.stack(annotations), categories
+
+
+def evaluate_landmarks(model, train_dataset, test_dataset, normalisation: str = "inter-ocular", eyes=(0, 1),
+                       train_limit: int | None = None, test_limit: int | None = None, seed: int = 0,
+                       batch_size: int = 16, figure: str | os.PathLike | None = None, figure_images: int = 16,
+                       progress: bool = False, dataset_names: tuple[str, str] | None = None,
+                       per_category: bool = False) -> dict:
+    """The full protocol for a ``LandmarkModel`` on two image datasets (``ImageSample`` sequences with ``points``).
+
+    Args:
+        model: a ``LandmarkModel`` (``detect`` -> heatmaps, points in input pixels).
+        train_dataset, test_dataset: e.g. ``open_image_dataset("mtfl", root, "train" / "test")``.
+        normalisation: ``"inter-ocular"`` (faces) or ``"kp-bbox"`` (objects).
+        eyes: indices of the two eye landmarks for ``inter-ocular`` (MTFL: 0, 1).
+        train_limit, test_limit: seeded subsets (``None`` = all images; the CPU runs fit on a subset of the
+            training split, recorded in the result).
+        figure: optional image path: the discovered landmarks (top) and regressed annotations (bottom) on the first
+            ``figure_images`` test images.
+        per_category: fit one regressor per image ``category`` (objects with category-specific keypoints, e.g.
+            PF-WILLOW: ``pfwillow_landmark_images(root, "train" / "test")`` with ``normalisation="kp-bbox"``).
+
+    Returns a JSON-ready dict: ``protocol``, ``mean_error`` (percent), ``per_landmark`` (percent), image counts,
+    ``model`` (``model.describe()``), ``seconds``, ``machine``.
+    """
+    started = time.perf_counter()
+    train_paths, train_annotated, train_categories = _dataset_images(train_dataset, train_limit, seed)
+    test_paths, test_annotated, test_categories = _dataset_images(test_dataset, test_limit, seed)
+    train_points, _ = detect_landmarks(model, train_paths, batch_size, progress)
+    test_points, _ = detect_landmarks(model, test_paths, batch_size, progress)
+    categories = (train_categories, test_categories) if per_category else (None, None)
+    result = evaluate_landmark_points(train_points, train_annotated, test_points, test_annotated, normalisation, eyes,
+                                      train_categories=categories[0], test_categories=categories[1])
+    if figure is not None:
+        count = min(int(figure_images), len(test_paths))
+        landmark_figure([read_image(p) for p in test_paths[:count]], test_points[:count], figure,
+                        regressed=result["predicted"][:count])
+    result.pop("errors")
+    result.pop("predicted")
+    names = dataset_names or (getattr(train_dataset, "name", "train"), getattr(test_dataset, "name", "test"))
+    result.update({
+        "protocol": dict(landmark_protocol(normalisation, eyes, train_limit, test_limit, seed, names),
+                         per_category=bool(per_category)),
+        "model": model.describe() if hasattr(model, "describe") else {"name": type(model).__name__},
+        "num_landmarks": int(train_points.shape[1]),
+        "figure": str(figure) if figure is not None else None,
+        "seconds": round(time.perf_counter() - started, 1),
+        "machine": machine_description(),
+    })
+    return result
+
+
+def landmark_protocol(normalisation: str, eyes, train_limit, test_limit, seed, names=("train", "test")) -> dict:
+    return {"task": "unsupervised landmarks", "regression": "linear least squares, no bias, 2K -> 2L",
+            "coordinates": "0-based pixels of each evaluated (original) image", "normalisation": normalisation,
+            "eyes": list(eyes) if normalisation == "inter-ocular" else None, "fit_on": names[0], "test_on": names[1],
+            "train_limit": train_limit, "test_limit": test_limit, "subset_seed": seed, "units": "percent"}
+
+
+def machine_description() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+# --- pictures and export --------------------------------------------------------------------------------------------
+
+
+def landmark_figure(images: Sequence[np.ndarray], points, path, regressed=None, columns: int = 8, tile: int = 160):
+    """A grid of images with their discovered landmarks (``corrmark.viz.draw_points``); with ``regressed`` a second
+    row per image row shows the regressed annotated landmarks. Saves to ``path``; returns the path."""
+    from PIL import Image
+
+    from ..viz import draw_points, save_image
+
+    tiles = []
+    for index, image in enumerate(images):
+        scale = tile / max(image.shape[:2])
+        rows = [(points, None)] + ([(regressed, None)] if regressed is not None else [])
+        drawn = []
+        for values, _ in rows:
+            picture = draw_points(image, np.asarray(values[index]), radius=max(2.0, max(image.shape[:2]) / 60))
+            size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+            drawn.append(picture.resize(size))
+        tiles.append(drawn)
+    if not tiles:
+        raise CorrmarkError("no images to draw")
+    columns = max(1, min(int(columns), len(tiles)))
+    per_row = len(tiles[0])
+    grid_rows = -(-len(tiles) // columns)
+    canvas = Image.new("RGB", (columns * tile, grid_rows * per_row * tile), (255, 255, 255))
+    for index, drawn in enumerate(tiles):
+        row, column = divmod(index, columns)
+        for part, picture in enumerate(drawn):
+            canvas.paste(picture, (column * tile, (row * per_row + part) * tile))
+    return save_image(canvas, path)
+
+
+def export_landmarks(model, images: Sequence[ImageLike], out_dir: str | os.PathLike, batch_size: int = 8,
+                     draw: bool = True) -> dict:
+    """Detect landmarks on ``images`` (paths or arrays) and write into ``out_dir``:
+
+    - ``landmarks.json``: ``{"model": ..., "num_landmarks": K, "images": [{"image", "shape", "points" (K x [x, y],
+      0-based pixels of that image)}]}``;
+    - with ``draw``: ``<index>_<stem>.png`` per image with the landmarks drawn (colour = landmark index) and
+      ``overview.png`` (all images in a grid).
+
+    Returns ``{"json": path, "images": [png paths], "overview": path or None}``.
+    """
+    from ..viz import draw_points, save_image
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    arrays = [read_image(image) for image in images]
+    if not arrays:
+        raise CorrmarkError("give at least one image to detect landmarks on")
+    points, _ = detect_landmarks(model, arrays, batch_size)
+    names = [Path(str(image)).stem if isinstance(image, (str, os.PathLike)) else f"image{index}"
+             for index, image in enumerate(images)]
+    records, pictures = [], []
+    for index, (image, array, found) in enumerate(zip(images, arrays, points)):
+        records.append({"image": str(image) if isinstance(image, (str, os.PathLike)) else None,
+                        "shape": list(array.shape[:2]), "points": np.round(found, 3).tolist()})
+        if draw:
+            pictures.append(str(save_image(draw_points(array, found, labels=list(range(len(found)))),
+                                           out_dir / f"{index:04d}_{names[index]}.png")))
+    json_path = out_dir / "landmarks.json"
+    write_json_atomic(json_path, {"model": model.describe() if hasattr(model, "describe") else None,
+                                  "num_landmarks": int(points.shape[1]), "coordinates": "0-based pixels (x, y)",
+                                  "images": records})
+    overview = str(landmark_figure(arrays, points, out_dir / "overview.png")) if draw else None
+    return {"json": str(json_path), "images": pictures, "overview": overview}

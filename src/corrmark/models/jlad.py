@@ -1,0 +1,476 @@
+"""JLAD (Jeon et al., 2019): joint learning of semantic alignment and object landmark detection.
+
+The three sub-networks of the paper's Fig. 3, on top of a frozen backbone (docs/JLAD.md):
+
+- **W_F** (feature extraction): frozen backbone features (default DINOv2-S block 8, stride 14) scaled to unit RMS per
+  channel, then trainable layers (1x1 conv, ReLU, 3x3 conv), L2-normalised along channels.
+- **similarity, eq. (3)**: ``C^st = local_correlation(F^s, F^t, r)`` (cross, on the source grid, channel ``d`` =
+  displacement ``window_offsets(r)[d]``), ``C^ss``, ``C^tt`` = ``dense_self_similarity(F, r)``; each normalised over
+  the window (radius ``r = 5`` cells by default). Computed by :func:`windowed_correlation`, which gives the same
+  values as those ``ops`` functions (tested) from one all-pairs product, about 10x faster with gradients on 16 x 16
+  grids.
+- **W_A** (alignment module): an encoder-decoder on ``C^st`` -> a locally varying transformation field ``tau``: for
+  every source cell, the ``(x, y)`` target grid coordinates it corresponds to. ``tau = identity + d_soft + delta``,
+  where ``d_soft`` is the parameter-free soft argmax of ``C^st`` over the window (a starting estimate) and ``delta``
+  the decoder's output (``residual_soft_argmax: false`` drops ``d_soft``).
+- **W_C** (uncertainty module): convolutions on ``C^st`` -> ``log sigma`` (log-variance, so ``1 / sigma`` is safe).
+- **W_D** (landmark detector): a decoder on ``[F, C^ss]`` (``self_similarity: false`` drops ``C^ss``, the "wo/SS"
+  ablation) upsampling ``upsample`` times -> ``K + 1`` score maps (K landmarks + background), softmax over channels
+  (eq. 4) and the normalised expectation of the coordinates (eq. 5).
+
+Coordinates: ``tau`` is in feature-grid cells; landmark heatmaps live on a grid ``upsample`` times finer; ``points``
+(eq. 5) are returned in heatmap-grid cells and in the normalised ``[-1, 1]`` coordinates of ``grid_sample``
+(``align_corners=False``) used by the losses; the wrappers convert to input pixels (docs/CONVENTIONS.md).
+
+Only ``JLADNet`` (the trainable part) is checkpointed; the frozen backbone is rebuilt from the config stored in the
+checkpoint. ``JLADMatcher`` is the Matcher (alignment side), ``JLADLandmarks`` the LandmarkModel (detection side).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import CheckpointError, CorrmarkError, UnknownNameError
+from ..io import ImageLike, read_image
+from ..ops import (grid_stride, grid_to_pixel, l2_normalize, pixel_grid, pixel_to_normalized, resize_mapping,
+                   window_offsets)
+from .base import LandmarkModel, Matcher
+
+
+@dataclass
+class JLADConfig:
+    backbone: str = "dinov2_vits14"  # frozen part of W_F (models.features.parse_backbone_spec syntax)
+    layers: list | None = field(default_factory=lambda: [8])
+    image_size: int = 224  # square network input (rounded to the backbone's size multiple)
+    feature_channels: int = 128  # output channels of the trainable layers of W_F
+    radius: int = 5  # window radius of eq. (3), in feature cells
+    num_landmarks: int = 10  # K
+    detector_channels: int = 64  # width of W_D at the feature resolution (halved at every upsampling)
+    upsample: int = 2  # heatmap grid = upsample x feature grid (a power of two)
+    alignment_channels: int = 64  # width of W_A
+    uncertainty_channels: int = 32  # width of W_C
+    self_similarity: bool = True  # feed C^ss to W_D (False = the paper's "wo/SS" ablation)
+    uncertainty: bool = True  # predict sigma (False = sigma = 1 everywhere, the "wo/UM" ablation)
+    residual_soft_argmax: bool = True  # tau = identity + soft argmax of C^st + W_A output
+    soft_argmax_beta: float = 20.0  # temperature of that soft argmax (C^st is in [-1, 1] after eq. (3))
+
+    def __post_init__(self):
+        if self.layers is not None and not isinstance(self.layers, (list, tuple)):
+            self.layers = [self.layers]
+        if self.layers is not None:
+            self.layers = list(self.layers)
+        for name in ("feature_channels", "num_landmarks", "detector_channels", "alignment_channels",
+                     "uncertainty_channels", "image_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise CorrmarkError(f"JLAD {name} must be a positive int, got {value!r}")
+        if isinstance(self.radius, bool) or not isinstance(self.radius, int) or self.radius < 1:
+            raise CorrmarkError(f"JLAD radius must be an int >= 1, got {self.radius!r}")
+        if self.upsample < 1 or self.upsample & (self.upsample - 1):
+            raise CorrmarkError(f"JLAD upsample must be a power of two >= 1, got {self.upsample!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> JLADConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values or {}) - names)
+        if unknown:
+            raise UnknownNameError(f"unknown JLAD option(s) {', '.join(unknown)}; options: {', '.join(sorted(names))}")
+        return cls(**(values or {}))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def window(self) -> int:
+        return (2 * self.radius + 1) ** 2
+
+
+# --- the frozen part of W_F -----------------------------------------------------------------------------------------
+
+
+class FrozenFeatures(nn.Module):
+    """Frozen backbone features ``(B, C, h, w)`` of square ``(B, 3, S, S)`` images, unit RMS per channel."""
+
+    def __init__(self, config: JLADConfig, device="cpu", weights_files: dict | None = None):
+        super().__init__()
+        from .features import DescriptorExtractor, parse_backbone_spec
+
+        self.extractor = DescriptorExtractor(parse_backbone_spec(config.backbone, config.layers), device=device,
+                                             weights_files=weights_files).eval()
+        self.size_multiple = self.extractor.size_multiple
+        self.stride = self.extractor.stride
+        self.input_size = max(self.size_multiple, int(round(config.image_size / self.size_multiple)) * self.size_multiple)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        described = self.extractor(images)  # L2-normalised along channels
+        return described * math.sqrt(described.shape[1])
+
+    @property
+    def channels(self) -> int:
+        return sum(spec.channels for backbone in self.extractor.backbones for spec in backbone.feature_specs.values())
+
+
+def square_input(image: np.ndarray, size: int) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 -> ``(1, 3, size, size)`` float in [0, 1] (antialiased bilinear)."""
+    tensor = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float() / 255.0
+    return resize_images(tensor, size)
+
+
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """``(B, 3, H, W)`` -> ``(B, 3, size, size)`` (antialiased bilinear, clamped to [0, 1])."""
+    if tuple(images.shape[-2:]) == (size, size):
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+
+
+# --- the trainable sub-networks -------------------------------------------------------------------------------------
+
+
+def _conv(in_channels: int, out_channels: int, kernel: int = 3, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2)
+
+
+class FeatureLayers(nn.Module):
+    """Trainable layers of W_F: 1x1 conv, ReLU, 3x3 conv; the caller L2-normalises."""
+
+    def __init__(self, in_channels: int, channels: int):
+        super().__init__()
+        self.reduce = _conv(in_channels, channels, 1)
+        self.mix = _conv(channels, channels, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mix(F.relu(self.reduce(x)))
+
+
+class AlignmentModule(nn.Module):
+    """W_A: encoder-decoder on ``C^st`` (plus, optionally, its window soft argmax) -> a 2-channel offset field."""
+
+    def __init__(self, in_channels: int, channels: int):
+        super().__init__()
+        self.enc1 = _conv(in_channels, channels)
+        self.enc2 = _conv(channels, 2 * channels, stride=2)
+        self.enc3 = _conv(2 * channels, 2 * channels)
+        self.dec1 = _conv(2 * channels + channels, channels)
+        self.out = _conv(channels, 2)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = F.relu(self.enc1(x))
+        coarse = F.relu(self.enc3(F.relu(self.enc2(skip))))
+        up = F.interpolate(coarse, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.out(F.relu(self.dec1(torch.cat([up, skip], dim=1))))
+
+
+class UncertaintyModule(nn.Module):
+    """W_C: three 3x3 convolutions on ``C^st`` -> ``log sigma`` (starts at 0: sigma = 1)."""
+
+    def __init__(self, in_channels: int, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(_conv(in_channels, channels), nn.ReLU(), _conv(channels, channels), nn.ReLU())
+        self.out = _conv(channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(x))
+
+
+class LandmarkDetector(nn.Module):
+    """W_D: decoder on ``[F, C^ss]`` -> ``K + 1`` score maps at ``upsample`` times the feature resolution.
+
+    Every upsampling step is bilinear x2 followed by a 3x3 conv + ReLU with half the channels (at least 16).
+    """
+
+    def __init__(self, in_channels: int, channels: int, num_outputs: int, upsample: int):
+        super().__init__()
+        self.stem = nn.Sequential(_conv(in_channels, channels), nn.ReLU(), _conv(channels, channels), nn.ReLU())
+        ups, width = [], channels
+        for _ in range(int(math.log2(upsample))):
+            ups.append(nn.Sequential(_conv(width, max(16, width // 2)), nn.ReLU()))
+            width = max(16, width // 2)
+        self.ups = nn.ModuleList(ups)
+        self.out = _conv(width, num_outputs, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for layer in self.ups:
+            x = layer(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
+        return self.out(x)
+
+
+def landmark_probabilities(scores: torch.Tensor) -> torch.Tensor:
+    """Eq. (4): softmax over the ``K + 1`` channels of ``scores`` ``(B, K+1, h, w)``; channel 0 is the background.
+
+    Returns ``psi`` ``(B, K, h, w)``, the K landmark channels (the background channel is dropped)."""
+    return torch.softmax(scores, dim=1)[:, 1:]
+
+
+def expected_coordinates(psi: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Eq. (5): ``psi_hat^k = sum_i i psi_i^k / sum_i psi_i^k`` -> ``(B, K, 2)`` ``(x, y)`` grid coordinates."""
+    height, width = psi.shape[-2:]
+    mass = psi.sum(dim=(-2, -1)).clamp_min(eps)
+    xs = torch.arange(width, device=psi.device, dtype=psi.dtype)
+    ys = torch.arange(height, device=psi.device, dtype=psi.dtype)
+    x = (psi.sum(dim=-2) * xs).sum(dim=-1) / mass
+    y = (psi.sum(dim=-1) * ys).sum(dim=-1) / mass
+    return torch.stack([x, y], dim=-1)
+
+
+def _window_index(height: int, width: int, radius: int, device) -> torch.Tensor:
+    """``(D, h*w)`` flat index into ``h*w + 1`` of the window cell ``i + d`` of every cell ``i``; ``h*w`` (a zero
+    column) where that cell lies outside the map."""
+    offsets = torch.tensor(window_offsets(radius), device=device)  # (D, 2) dy, dx
+    ys = torch.arange(height, device=device).repeat_interleave(width)
+    xs = torch.arange(width, device=device).repeat(height)
+    rows = ys[None] + offsets[:, :1]
+    columns = xs[None] + offsets[:, 1:]
+    inside = (rows >= 0) & (rows < height) & (columns >= 0) & (columns < width)
+    return torch.where(inside, rows * width + columns, torch.full_like(rows, height * width))
+
+
+def windowed_correlation(features_a: torch.Tensor, features_b: torch.Tensor, radius: int,
+                         normalize_window: bool = True, eps: float = 1e-6, normalize_features: bool = True
+                         ) -> torch.Tensor:
+    """Same values as ``ops.local_correlation`` (eq. 3: L2-normalised features, zero padding, window normalisation,
+    row-major ``(dy, dx)`` channels), computed as one all-pairs product and a gather.
+
+    Much faster than the per-offset loop (forward and backward) on the small grids JLAD uses (``h*w`` up to a few
+    hundred cells); memory is ``B (h w)^2``. ``normalize_features=False`` skips the L2 normalisation of the inputs
+    (then equal to ``ops.offset_correlation(a, b, window_offsets(r), normalize=False)`` with ``normalize_window=False``).
+    """
+    a, b = features_a, features_b
+    if normalize_features:
+        a, b = l2_normalize(a, dim=1), l2_normalize(b, dim=1)
+    batch, _, height, width = a.shape
+    full = torch.bmm(a.flatten(2).transpose(1, 2), b.flatten(2))  # (B, hw_a, hw_b)
+    full = torch.cat([full, full.new_zeros(batch, height * width, 1)], dim=2)
+    index = _window_index(height, width, radius, a.device)  # (D, hw)
+    gathered = torch.gather(full, 2, index.t()[None].expand(batch, -1, -1))  # (B, hw, D)
+    correlation = gathered.transpose(1, 2).reshape(batch, -1, height, width)
+    if not normalize_window:
+        return correlation
+    squared = correlation.pow(2).sum(dim=1, keepdim=True)
+    floor = max(eps * eps, torch.finfo(squared.dtype).tiny)
+    return correlation / squared.clamp_min(floor).sqrt()
+
+
+def window_soft_argmax(correlation: torch.Tensor, radius: int, beta: float) -> torch.Tensor:
+    """Expected displacement ``(dx, dy)`` ``(B, 2, h, w)`` under ``softmax_d(beta * C_d)`` over the window channels."""
+    offsets = torch.tensor(window_offsets(radius), dtype=correlation.dtype, device=correlation.device)  # (D, 2) dy, dx
+    weights = torch.softmax(beta * correlation, dim=1)  # (B, D, h, w)
+    dy = torch.einsum("bdhw,d->bhw", weights, offsets[:, 0])
+    dx = torch.einsum("bdhw,d->bhw", weights, offsets[:, 1])
+    return torch.stack([dx, dy], dim=1)
+
+
+class JLADNet(nn.Module):
+    """The trainable part of JLAD: ``W_F`` (trainable layers), ``W_A``, ``W_C``, ``W_D``.
+
+    Sub-network parameters are reachable as ``subnetworks()["F" | "A" | "C" | "D"]`` (the alternation of Sec. 3.4
+    switches their ``requires_grad``).
+    """
+
+    def __init__(self, config: JLADConfig, in_channels: int):
+        super().__init__()
+        self.config = config
+        window = config.window
+        self.feature_layers = FeatureLayers(in_channels, config.feature_channels)  # W_F
+        extra = 2 if config.residual_soft_argmax else 0
+        self.alignment = AlignmentModule(window + extra, config.alignment_channels)  # W_A
+        self.uncertainty = UncertaintyModule(window, config.uncertainty_channels) if config.uncertainty else None  # W_C
+        detector_in = config.feature_channels + (window if config.self_similarity else 0)
+        self.detector = LandmarkDetector(detector_in, config.detector_channels, config.num_landmarks + 1,
+                                         config.upsample)  # W_D
+
+    def subnetworks(self) -> dict[str, nn.Module | None]:
+        return {"F": self.feature_layers, "A": self.alignment, "C": self.uncertainty, "D": self.detector}
+
+    # --- the pieces ---------------------------------------------------------------------------------------------
+    def features(self, frozen: torch.Tensor) -> torch.Tensor:
+        """W_F: trainable layers on frozen features, L2-normalised along channels -> ``F`` ``(B, C, h, w)``."""
+        return l2_normalize(self.feature_layers(frozen), dim=1)
+
+    def cross_similarity(self, features_s: torch.Tensor, features_t: torch.Tensor) -> torch.Tensor:
+        """Eq. (3) ``C^st`` ``(B, (2r+1)^2, h, w)`` on the source grid."""
+        return windowed_correlation(features_s, features_t, self.config.radius)
+
+    def align(self, features_s: torch.Tensor, features_t: torch.Tensor) -> dict:
+        """W_A and W_C: ``tau`` ``(B, h, w, 2)`` target grid ``(x, y)`` of every source cell, ``log_sigma``
+        ``(B, 1, h, w)`` (zeros without the uncertainty module) and ``C^st``."""
+        correlation = self.cross_similarity(features_s, features_t)
+        inputs = correlation
+        base = None
+        if self.config.residual_soft_argmax:
+            base = window_soft_argmax(correlation, self.config.radius, self.config.soft_argmax_beta)
+            inputs = torch.cat([correlation, base / self.config.radius], dim=1)
+        offsets = self.alignment(inputs)
+        if base is not None:
+            offsets = offsets + base
+        height, width = correlation.shape[-2:]
+        identity = pixel_grid(height, width, device=correlation.device, dtype=correlation.dtype)
+        tau = identity + offsets.permute(0, 2, 3, 1)
+        if self.uncertainty is not None:
+            log_sigma = self.uncertainty(correlation)
+        else:
+            log_sigma = torch.zeros_like(correlation[:, :1])
+        return {"tau": tau, "log_sigma": log_sigma, "correlation": correlation}
+
+    def detect(self, features: torch.Tensor) -> dict:
+        """W_D + eqs. (4)-(5): ``scores`` ``(B, K+1, H, W)``, ``psi`` ``(B, K, H, W)``, ``points`` ``(B, K, 2)``
+        heatmap-grid ``(x, y)``, ``points_normalized`` ``(B, K, 2)`` in ``[-1, 1]``."""
+        inputs = features
+        if self.config.self_similarity:
+            inputs = torch.cat([features, windowed_correlation(features, features, self.config.radius)], dim=1)
+        scores = self.detector(inputs)
+        psi = landmark_probabilities(scores)
+        points = expected_coordinates(psi)
+        return {"scores": scores, "psi": psi, "points": points,
+                "points_normalized": pixel_to_normalized(points, tuple(psi.shape[-2:]))}
+
+    def forward(self, frozen_s: torch.Tensor, frozen_t: torch.Tensor) -> dict:
+        """Everything for a pair: ``features_s/t``, ``detection_s/t`` (dicts of :meth:`detect`), and the alignment
+        of :meth:`align` (``tau``, ``log_sigma``, ``correlation``)."""
+        features = self.features(torch.cat([frozen_s, frozen_t]))
+        features_s, features_t = features.chunk(2)
+        detection = self.detect(features)
+        split = {key: value.chunk(2) for key, value in detection.items()}
+        out = {"features_s": features_s, "features_t": features_t,
+               "detection_s": {key: value[0] for key, value in split.items()},
+               "detection_t": {key: value[1] for key, value in split.items()}}
+        out.update(self.align(features_s, features_t))
+        return out
+
+
+# --- runtime wrappers: the Matcher and the LandmarkModel ------------------------------------------------------------
+
+
+class JLADRuntime:
+    """Frozen features + a ``JLADNet`` in eval mode, with a small cache of described images."""
+
+    def __init__(self, config: JLADConfig | dict | None = None, state: dict | None = None, device="cpu",
+                 weights_files: dict | None = None, checkpoint: str | None = None):
+        self.config = config if isinstance(config, JLADConfig) else JLADConfig.from_dict(config)
+        self.device = torch.device(device)
+        self.checkpoint = checkpoint
+        self.frozen = FrozenFeatures(self.config, device=self.device, weights_files=weights_files)
+        self.net = JLADNet(self.config, self.frozen.channels).to(self.device).eval()
+        if state is not None:
+            from ..train.checkpoint import check_state_keys
+
+            check_state_keys(self.net, state, source=f"JLAD checkpoint {checkpoint or ''}".strip())
+            self.net.load_state_dict(state, strict=True)
+        self.input_size = self.frozen.input_size
+        self._cache: OrderedDict = OrderedDict()
+        self.cache_size = 32
+
+    def describe(self) -> dict:
+        return {**self.config.to_dict(), "input_size": self.input_size,
+                "checkpoint": str(self.checkpoint) if self.checkpoint else None}
+
+    @torch.no_grad()
+    def features_of(self, images: torch.Tensor) -> torch.Tensor:
+        """``F`` of a batch ``(B, 3, H, W)`` in [0, 1] (resized to the square input)."""
+        square = resize_images(images.to(self.device).float(), self.input_size)
+        return self.net.features(self.frozen(square))
+
+    def features_of_image(self, image: np.ndarray) -> torch.Tensor:
+        key = (hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest(), image.shape)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        features = self.features_of(square_input(image, self.input_size))
+        self._cache[key] = features
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return features
+
+
+class JLADMatcher(Matcher):
+    """The alignment side of JLAD as a Matcher: ``estimate_mapping(source, target)`` runs the network with the
+    *target* as its first image, so ``tau`` is defined on the target grid with values in the source grid."""
+
+    name = "jlad"
+
+    def __init__(self, runtime: JLADRuntime):
+        self.runtime = runtime
+
+    def describe(self) -> dict:
+        return {"name": self.name, **self.runtime.describe()}
+
+    @torch.no_grad()
+    def grid_mapping(self, source: ImageLike, target: ImageLike) -> dict:
+        """``tau`` ``(h, w, 2)`` target grid -> source grid coordinates, and ``sigma`` ``(h, w)``."""
+        source_features = self.runtime.features_of_image(read_image(source))
+        target_features = self.runtime.features_of_image(read_image(target))
+        out = self.runtime.net.align(target_features, source_features)
+        return {"tau": out["tau"][0], "sigma": out["log_sigma"][0, 0].exp()}
+
+    def estimate_mapping(self, source: ImageLike, target: ImageLike) -> np.ndarray:
+        source_image, target_image = read_image(source), read_image(target)
+        tau = self.grid_mapping(source_image, target_image)["tau"]
+        grid_hw = tuple(tau.shape[:2])
+        mapping = resize_mapping(tau[None].float().cpu(), tuple(target_image.shape[:2]), grid_hw,
+                                 tuple(source_image.shape[:2]), extrapolate=False)[0]
+        return mapping.numpy().astype(np.float64)
+
+
+class JLADLandmarks(LandmarkModel):
+    """The detection side of JLAD as a LandmarkModel."""
+
+    name = "jlad"
+
+    def __init__(self, runtime: JLADRuntime):
+        self.runtime = runtime
+        self.num_landmarks = runtime.config.num_landmarks
+
+    def describe(self) -> dict:
+        return {"name": self.name, "num_landmarks": self.num_landmarks, **self.runtime.describe()}
+
+    @torch.no_grad()
+    def detect_from_features(self, features: torch.Tensor, image_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Heatmaps ``(B, K, h, w)`` and points ``(B, K, 2)`` in pixels of an ``image_hw`` image, from ``F``."""
+        detection = self.runtime.net.detect(features)
+        psi = detection["psi"]
+        stride = grid_stride(tuple(image_hw), tuple(psi.shape[-2:]))
+        return psi, grid_to_pixel(detection["points"], stride)
+
+    @torch.no_grad()
+    def detect(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise CorrmarkError(f"detect expects images of shape (B, 3, H, W) in [0, 1], got {shape}")
+        features = self.runtime.features_of(images)
+        return self.detect_from_features(features, tuple(images.shape[-2:]))
+
+
+def _runtime_from_checkpoint(checkpoint, device="cpu", weights_files=None) -> JLADRuntime:
+    from ..train.checkpoint import read_checkpoint
+
+    payload = read_checkpoint(checkpoint)
+    config = dict((payload.get("config") or {}).get("model") or {})
+    try:
+        return JLADRuntime(config, payload["model"], device=device, weights_files=weights_files, checkpoint=checkpoint)
+    except CheckpointError:
+        raise
+    except UnknownNameError as error:
+        raise CheckpointError(f"checkpoint {checkpoint}: {error}") from error
+
+
+def load_jlad_matcher(checkpoint, device="cpu", weights_files: dict | None = None) -> JLADMatcher:
+    """The alignment side of a trained JLAD checkpoint (``corrmark.train`` format), loaded strictly."""
+    return JLADMatcher(_runtime_from_checkpoint(checkpoint, device, weights_files))
+
+
+def load_jlad_landmarks(checkpoint, device="cpu", weights_files: dict | None = None) -> JLADLandmarks:
+    """The landmark side of a trained JLAD checkpoint, loaded strictly."""
+    return JLADLandmarks(_runtime_from_checkpoint(checkpoint, device, weights_files))

@@ -1,0 +1,230 @@
+"""JLAD model, training step, alternation schedule and trainer integration, on tiny random networks."""
+
+import numpy as np
+import pytest
+import torch
+
+from corrmark.models.jlad import (JLADConfig, JLADNet, expected_coordinates, landmark_probabilities,
+                                  windowed_correlation)
+from corrmark.ops import dense_self_similarity, local_correlation, pixel_grid
+from corrmark.train.jlad import (JLADBank, JLADBatches, JLADSchedule, JLADStep, build_experiment, loss_options,
+                                 set_trainable)
+from corrmark.train.trainer import Trainer
+
+TINY = {"feature_channels": 8, "radius": 2, "num_landmarks": 3, "detector_channels": 8, "upsample": 2,
+        "alignment_channels": 4, "uncertainty_channels": 4}
+
+
+def tiny_net(**overrides) -> JLADNet:
+    torch.manual_seed(0)
+    return JLADNet(JLADConfig(**{**TINY, **overrides}), 6)
+
+
+def tiny_bank(images=6, views=2, channels=6, grid=6, groups=1) -> JLADBank:
+    generator = torch.Generator().manual_seed(1)
+    base = torch.randn(images, channels, grid, grid, generator=generator)
+    features, mappings = [], []
+    for image in range(images):
+        for view in range(views):
+            shift = view  # view v is view 0 shifted by v cells to the left: view cell x reads view-0 cell x + v
+            features.append(torch.roll(base[image], -shift, dims=2))
+            mappings.append(pixel_grid(grid, grid) + torch.tensor([float(shift), 0.0]))
+    return JLADBank(torch.stack(features).half(), torch.stack(mappings), torch.arange(images) % groups,
+                    torch.full((images, 2), 100), [f"image{i}.png" for i in range(images)], views, 84,
+                    {"images": images})
+
+
+def tiny_config(pretrain=2, stage=2, rounds=1, batch=2, steps_per_epoch=3):
+    return {"method": "jlad", "seed": 0, "model": dict(TINY),
+            "data": {"batch_size": batch, "steps_per_epoch": steps_per_epoch},
+            "schedule": {"pretrain_steps": pretrain, "stage_steps": stage, "rounds": rounds},
+            "train": {"lr": 1e-3}}
+
+
+# --- model ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("radius", [1, 2, 5])
+def test_windowed_correlation_equals_the_ops_local_correlation(radius):
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(2, 5, 7, 6, generator=generator, dtype=torch.float64)
+    b = torch.randn(2, 5, 7, 6, generator=generator, dtype=torch.float64)
+    torch.testing.assert_close(windowed_correlation(a, b, radius), local_correlation(a, b, radius))
+    torch.testing.assert_close(windowed_correlation(a, b, radius, normalize_window=False),
+                               local_correlation(a, b, radius, normalize_window=False))
+    torch.testing.assert_close(windowed_correlation(a, a, radius), dense_self_similarity(a, radius))
+    from corrmark.ops import offset_correlation, window_offsets
+
+    torch.testing.assert_close(windowed_correlation(a, b, radius, normalize_window=False, normalize_features=False),
+                               offset_correlation(a, b, window_offsets(radius), normalize=False))
+
+
+def test_eq4_softmax_over_channels_and_eq5_expected_coordinates():
+    scores = torch.full((1, 3, 4, 5), -30.0, dtype=torch.float64)
+    scores[0, 0] = 0.0  # background wins everywhere but where landmarks peak
+    scores[0, 1, 2, 3] = 30.0
+    scores[0, 2, 1, 0] = 30.0
+    psi = landmark_probabilities(scores)
+    assert psi.shape == (1, 2, 4, 5)
+    total = torch.softmax(scores, dim=1).sum(dim=1)
+    torch.testing.assert_close(total, torch.ones_like(total))
+    points = expected_coordinates(psi)
+    torch.testing.assert_close(points, torch.tensor([[[3.0, 2.0], [0.0, 1.0]]], dtype=torch.float64), atol=1e-6,
+                               rtol=0)
+
+
+def test_forward_shapes_and_identity_alignment_at_start():
+    net = tiny_net()
+    frozen = torch.randn(2, 6, 6, 6)
+    out = net(frozen, frozen)
+    assert out["features_s"].shape == (2, 8, 6, 6)
+    torch.testing.assert_close(out["features_s"].norm(dim=1), torch.ones(2, 6, 6))
+    assert out["correlation"].shape == (2, 25, 6, 6)
+    assert out["tau"].shape == (2, 6, 6, 2) and out["log_sigma"].shape == (2, 1, 6, 6)
+    assert out["detection_s"]["psi"].shape == (2, 3, 12, 12)
+    assert out["detection_s"]["points"].shape == (2, 3, 2)
+    assert float(out["log_sigma"].detach().abs().max()) == 0.0  # sigma starts at 1
+    # W_A starts at zero output: tau = identity + the window soft argmax, which stays inside the window
+    identity = pixel_grid(6, 6)[None]
+    assert float((out["tau"].detach() - identity).abs().max()) <= 2.0
+
+
+@pytest.mark.parametrize("stage, trained", [("pretrain", {"F", "A", "D"}), ("align", {"F", "A", "C"}),
+                                            ("detect", {"F", "D"})])
+def test_gradient_flow_per_stage(stage, trained):
+    net = tiny_net()
+    bank = tiny_bank()
+    batches = JLADBatches(bank, JLADSchedule(1, 1, 1), batch_size=2, steps_per_epoch=3)
+    batch = next(b for b in batches.batches(0, 0) if int(b["stage"]) == ("pretrain", "align", "detect").index(stage))
+    net.zero_grad(set_to_none=True)
+    losses = JLADStep(loss_options({}, 3))(net, batch)
+    losses["loss"].backward()
+    for name, module in net.subnetworks().items():
+        has_grad = any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in module.parameters())
+        assert has_grad == (name in trained), (stage, name)
+
+
+def test_uncertainty_and_self_similarity_ablations_build():
+    net = tiny_net(uncertainty=False, self_similarity=False)
+    assert net.subnetworks()["C"] is None
+    out = net(torch.randn(1, 6, 6, 6), torch.randn(1, 6, 6, 6))
+    assert float(out["log_sigma"].detach().abs().max()) == 0.0
+    set_trainable(net, "align")  # skips the missing module
+
+
+def test_schedule_stages():
+    schedule = JLADSchedule(pretrain_steps=3, stage_steps=2, rounds=2)
+    assert schedule.total_steps == 11
+    stages = [schedule.stage(step) for step in range(11)]
+    assert stages[:3] == [("pretrain", 0)] * 3
+    assert stages[3:7] == [("align", 1)] * 2 + [("detect", 1)] * 2
+    assert stages[7:] == [("align", 2)] * 2 + [("detect", 2)] * 2
+    with pytest.raises(Exception):
+        JLADSchedule(rounds=5)
+
+
+def test_batches_are_deterministic_and_follow_the_schedule():
+    bank = tiny_bank(groups=2)
+    batches = JLADBatches(bank, JLADSchedule(2, 1, 1), batch_size=3, steps_per_epoch=4)
+    first, second = list(batches.batches(5, 0)), list(batches.batches(5, 0))
+    assert [int(b["stage"]) for b in first] == [0, 0, 1, 2]
+    for a, b in zip(first, second):
+        key = "synthetic" if "synthetic" in a else "pair"
+        torch.testing.assert_close(a[key]["source"], b[key]["source"])
+    synthetic = first[0]["synthetic"]
+    # the synthetic pair's true field maps the warped view onto view 0 (here: a shift of one cell)
+    assert synthetic["tau_true"].shape == (3, 6, 6, 2)
+    torch.testing.assert_close(synthetic["tau_true"][..., 0] - pixel_grid(6, 6)[..., 0], torch.ones(3, 6, 6))
+
+
+# --- training through the common trainer --------------------------------------------------------------------------
+
+
+def _trainer(tmp_path, name, config):
+    experiment = build_experiment(config, bank=tiny_bank())
+    return Trainer(experiment.model, experiment.optimizer_factory, experiment.step, experiment.data, tmp_path / name,
+                   max_steps=experiment.max_steps, seed=0, scheduler_factory=experiment.scheduler_factory,
+                   grad_clip=experiment.grad_clip, config=config, progress=False, checkpoint_every=2)
+
+
+def test_one_alternation_round_on_a_tiny_model(tmp_path):
+    trainer = _trainer(tmp_path, "run", tiny_config(pretrain=2, stage=2, rounds=1))
+    before = {key: value.clone() for key, value in trainer.model.state_dict().items()}
+    final = trainer.fit()
+    assert final.name == "final.pt" and trainer.step == 6
+    rows = [line for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert rows
+    after = trainer.model.state_dict()
+    for prefix in ("feature_layers", "alignment", "uncertainty", "detector"):
+        changed = any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix))
+        assert changed, prefix
+
+
+def test_resume_gives_the_uninterrupted_weights(tmp_path):
+    config = tiny_config(pretrain=2, stage=2, rounds=1, steps_per_epoch=4)
+    straight = _trainer(tmp_path, "straight", config)
+    straight.fit()
+    interrupted = _trainer(tmp_path, "sliced", config)
+    interrupted.fit(stop_after=3)  # stops inside the alignment stage
+    resumed = _trainer(tmp_path, "sliced", config)
+    resumed.fit(resume=True)
+    for key, value in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_runner_registration():
+    from corrmark.train import METHODS
+
+    assert "jlad" in METHODS
+
+
+# --- wrappers: Matcher and LandmarkModel from a checkpoint ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A random-weight JLAD checkpoint on EfficientNet-Lite0 stage 2 (fast, offline)."""
+    from corrmark.models.jlad import FrozenFeatures
+    from corrmark.train.checkpoint import save_checkpoint
+
+    config = JLADConfig(backbone="efficientnet_lite0", layers=[2], image_size=64, **TINY)
+    try:
+        frozen = FrozenFeatures(config)
+    except Exception as error:  # offline weights unavailable on this machine
+        pytest.skip(f"EfficientNet-Lite0 weights unavailable: {error}")
+    torch.manual_seed(0)
+    net = JLADNet(config, frozen.channels)
+    path = tmp_path_factory.mktemp("jlad") / "final.pt"
+    save_checkpoint(path, {"model": net.state_dict(), "config": {"method": "jlad", "model": config.to_dict()}})
+    return path
+
+
+def test_landmark_model_and_matcher_from_checkpoint(tiny_checkpoint):
+    from corrmark import load_landmark_model, load_matcher
+
+    model = load_landmark_model("jlad", tiny_checkpoint)
+    images = torch.rand(2, 3, 50, 70)
+    heatmaps, points = model.detect(images)
+    assert heatmaps.shape[:2] == (2, 3) and points.shape == (2, 3, 2)
+    assert bool(((points[..., 0] >= -0.5) & (points[..., 0] <= 69.5)).all())
+    assert bool(((points[..., 1] >= -0.5) & (points[..., 1] <= 49.5)).all())
+    assert model.describe()["num_landmarks"] == 3
+
+    matcher = load_matcher("jlad", checkpoint=tiny_checkpoint)
+    rng = np.random.default_rng(0)
+    source = (rng.random((40, 60, 3)) * 255).astype(np.uint8)
+    target = (rng.random((30, 50, 3)) * 255).astype(np.uint8)
+    mapping = matcher.estimate_mapping(source, target)
+    assert mapping.shape == (30, 50, 2) and np.isfinite(mapping).all()
+
+
+def test_unknown_landmark_model_and_missing_checkpoint():
+    from corrmark import load_landmark_model
+    from corrmark.errors import CheckpointError, UnknownNameError
+
+    with pytest.raises(UnknownNameError):
+        load_landmark_model("nope", "x.pt")
+    with pytest.raises(CheckpointError):
+        load_landmark_model("jlad", None)
+    with pytest.raises(CheckpointError):
+        load_landmark_model("jlad", "/nonexistent/final.pt")
