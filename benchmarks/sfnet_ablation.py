@@ -18,24 +18,12 @@ import torch
 
 from corrmark import load_matcher
 from corrmark.data import open_dataset
+from corrmark.data.subset import every_kth
 from corrmark.eval import PCKProtocol
 from corrmark.eval.runner import evaluate_matcher
 from corrmark.models.sfnet import SFNetMatcher
 from corrmark.train import load_config, read_checkpoint, run_config
 from sfnet_common import write_result
-
-class Every:
-    """Every k-th pair of a dataset (PF-WILLOW pairs are grouped by subclass, so this is a stratified subset)."""
-
-    def __init__(self, dataset, step):
-        self.dataset, self.step, self.name = dataset, step, dataset.name
-
-    def __len__(self):
-        return len(range(0, len(self.dataset), self.step))
-
-    def __getitem__(self, index):
-        return self.dataset[index * self.step]
-
 
 VARIANTS = {
     "mask": {"mask": 3, "flow": 0, "smooth": 0},
@@ -54,7 +42,7 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--every", type=int, default=1)
     args = parser.parse_args()
-    dataset = Every(open_dataset("pf-willow", args.pf_willow), args.every)
+    dataset = every_kth(open_dataset("pf-willow", args.pf_willow), args.every)
     protocol = PCKProtocol(direction="t2s", threshold="kp-bbox", averaging="pair")
     if not args.only or "no_training" in args.only:
         # reference row: the same pipeline without adaptation layers (nothing trained)

@@ -10,6 +10,7 @@ import sys
 
 from corrmark import load_matcher
 from corrmark.data import open_dataset
+from corrmark.data.subset import every_kth
 from corrmark.eval import PCKProtocol
 from corrmark.eval.runner import evaluate_matcher
 
@@ -23,17 +24,6 @@ SETTINGS = {
 }
 
 
-class Every:
-    def __init__(self, dataset, step):
-        self.dataset, self.step, self.name = dataset, step, dataset.name
-
-    def __len__(self):
-        return len(range(0, len(self.dataset), self.step))
-
-    def __getitem__(self, index):
-        return self.dataset[index * self.step]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", required=True)
@@ -45,9 +35,8 @@ def main() -> None:
     args = parser.parse_args()
     settings = dict(SETTINGS)
     if args.extra:
-        extra = json.loads(args.extra)
-        settings.update(extra)
-    dataset = Every(open_dataset("pf-willow", args.root), args.every)
+        settings.update(json.loads(args.extra))
+    dataset = every_kth(open_dataset("pf-willow", args.root), args.every)
     protocol = PCKProtocol(direction=args.direction, threshold="kp-bbox", averaging="pair")
     for name, options in settings.items():
         if args.only and name not in args.only:

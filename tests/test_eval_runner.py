@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from corrmark.data import open_dataset
+from corrmark.data.subset import Subset
 from corrmark.eval import PCKProtocol
 from corrmark.eval.runner import evaluate_matcher, format_pck_table
 from corrmark.models import Matcher
@@ -35,18 +36,7 @@ class OracleMatcher(Matcher):
 @pytest.fixture(scope="module")
 def willow(shared_data):
     dataset = open_dataset("pf-willow", shared_data / "pf-willow")
-    return _Subset(dataset, [0, 1, 100, 101])  # two car(G) pairs, two car(M) pairs
-
-
-class _Subset:
-    def __init__(self, dataset, indices):
-        self.dataset, self.indices, self.name = dataset, indices, dataset.name
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, index):
-        return self.dataset[self.indices[index]]
+    return Subset(dataset, [0, 1, 100, 101])  # two car(G) pairs, two car(M) pairs
 
 
 @pytest.mark.parametrize("direction", ["s2t", "t2s"])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ..errors import UnknownNameError
+import importlib
+
+from ..errors import CheckpointError, UnknownNameError
 from .base import LandmarkModel, Matcher, read_mapping_at
 
 
@@ -14,40 +16,21 @@ def _build_nn(checkpoint=None, device="cpu", **options):
     return NearestNeighbourMatcher(device=device, **options)
 
 
-def _build_sfnet(checkpoint=None, device="cpu", **options):
-    from ..errors import CheckpointError
-    from .sfnet import load_sfnet
+def _trained(module: str, loader: str, what: str, checkpoint_hint: str = "final.pt from corrmark train"):
+    """A builder for a trained model: it needs a checkpoint, and imports its module only when used."""
 
-    if checkpoint is None:
-        raise CheckpointError("the 'sfnet' matcher needs trained weights: pass --checkpoint <final.pt from corrmark train>")
-    return load_sfnet(checkpoint, device=device, **options)
+    def build(checkpoint=None, device="cpu", **options):
+        if checkpoint is None:
+            raise CheckpointError(f"the {what} needs trained weights: pass --checkpoint <{checkpoint_hint}>")
+        return getattr(importlib.import_module(module, __package__), loader)(checkpoint, device=device, **options)
 
-
-def _build_scorrsan(checkpoint=None, device="cpu", **options):
-    from ..errors import CheckpointError
-    from .scorrsan import load_scorrsan
-
-    if checkpoint is None:
-        raise CheckpointError("the 'scorrsan' matcher needs trained weights: pass --checkpoint <final.pt or selected.pt>")
-    return load_scorrsan(checkpoint, device=device, **options)
+    return build
 
 
-def _build_jlad(checkpoint=None, device="cpu", **options):
-    from ..errors import CheckpointError
-    from .jlad import load_jlad_matcher
-
-    if checkpoint is None:
-        raise CheckpointError("the 'jlad' matcher needs trained weights: pass --checkpoint <final.pt from corrmark train>")
-    return load_jlad_matcher(checkpoint, device=device, **options)
-
-
-def _build_jlad_landmarks(checkpoint=None, device="cpu", **options):
-    from ..errors import CheckpointError
-    from .jlad import load_jlad_landmarks
-
-    if checkpoint is None:
-        raise CheckpointError("the 'jlad' landmark model needs trained weights: pass --checkpoint <final.pt>")
-    return load_jlad_landmarks(checkpoint, device=device, **options)
+_build_sfnet = _trained(".sfnet", "load_sfnet", "'sfnet' matcher")
+_build_scorrsan = _trained(".scorrsan", "load_scorrsan", "'scorrsan' matcher", "final.pt or selected.pt")
+_build_jlad = _trained(".jlad", "load_jlad_matcher", "'jlad' matcher")
+_build_jlad_landmarks = _trained(".jlad", "load_jlad_landmarks", "'jlad' landmark model")
 
 
 MATCHERS = {"nn": _build_nn, "sfnet": _build_sfnet, "scorrsan": _build_scorrsan, "jlad": _build_jlad}
