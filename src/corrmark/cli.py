@@ -3,6 +3,8 @@
     corrmark eval pf-willow --root DIR --matcher nn --backbone dinov2_vits14 --layers 8 --image-size 224 ...
     corrmark match SOURCE TARGET [--points FILE] --out DIR
     corrmark train CONFIG [--resume]
+    corrmark eval-landmarks mtfl --root DIR --checkpoint F --json OUT.json
+    corrmark landmarks IMAGES... --checkpoint F --out DIR
     corrmark demo [--out DIR]
 """
 
@@ -120,6 +122,40 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_eval_landmarks(args) -> int:
+    from . import load_landmark_model
+    from .data import open_image_dataset
+    from .eval.landmarks import evaluate_landmarks, pfwillow_landmark_images
+    from .io import write_json_atomic
+
+    model = load_landmark_model(args.model, checkpoint=args.checkpoint, device=args.device)
+    if args.dataset == "mtfl":
+        train, test = (open_image_dataset("mtfl", args.root, split) for split in ("train", "test"))
+        normalisation, per_category = "inter-ocular", False
+    else:  # pf-willow: the image split of the SCorrSAN issue, error per subclass
+        train, test = (pfwillow_landmark_images(args.root, split) for split in ("train", "test"))
+        normalisation, per_category = "kp-bbox", True
+    result = evaluate_landmarks(model, train, test, normalisation=normalisation, train_limit=args.train_limit,
+                                test_limit=args.test_limit, figure=args.figure, progress=not args.quiet,
+                                per_category=per_category)
+    result["command"] = "corrmark " + shlex.join(args.argv)
+    print(f"{args.dataset}: mean error {result['mean_error']:.2f}% of the {normalisation} length")
+    if args.json:
+        write_json_atomic(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _cmd_landmarks(args) -> int:
+    from . import load_landmark_model
+    from .eval.landmarks import export_landmarks
+
+    model = load_landmark_model(args.model, checkpoint=args.checkpoint, device=args.device)
+    written = export_landmarks(model, args.images, args.out)
+    print(f"landmarks of {len(args.images)} images: {written['json']}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -164,6 +200,28 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="cpu")
     train.add_argument("--quiet", action="store_true")
     train.set_defaults(handler=_cmd_train)
+
+    landmark_eval = commands.add_parser("eval-landmarks", help="landmark error: linear regression to annotations")
+    landmark_eval.add_argument("dataset", choices=["mtfl", "pf-willow"],
+                               help="mtfl: train -> AFLW test, inter-ocular; pf-willow: image split, kp-bbox")
+    landmark_eval.add_argument("--root", required=True)
+    landmark_eval.add_argument("--checkpoint", required=True)
+    landmark_eval.add_argument("--model", default="jlad", help="landmark model name (default: jlad)")
+    landmark_eval.add_argument("--train-limit", type=int, default=None, help="fit the regression on N training images")
+    landmark_eval.add_argument("--test-limit", type=int, default=None)
+    landmark_eval.add_argument("--figure", default=None, help="PNG of discovered landmarks on test images")
+    landmark_eval.add_argument("--json", default=None)
+    landmark_eval.add_argument("--device", default="cpu")
+    landmark_eval.add_argument("--quiet", action="store_true")
+    landmark_eval.set_defaults(handler=_cmd_eval_landmarks)
+
+    landmarks = commands.add_parser("landmarks", help="detect, draw and export landmarks (JSON) on images")
+    landmarks.add_argument("images", nargs="+")
+    landmarks.add_argument("--checkpoint", required=True)
+    landmarks.add_argument("--model", default="jlad")
+    landmarks.add_argument("--out", required=True)
+    landmarks.add_argument("--device", default="cpu")
+    landmarks.set_defaults(handler=_cmd_landmarks)
 
     demo = commands.add_parser("demo", help="match the bundled example pairs and write an HTML report")
     demo.add_argument("--out", default="corrmark-demo", help="output folder (default: corrmark-demo)")
