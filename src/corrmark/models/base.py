@@ -7,10 +7,12 @@ keypoint propagation speak only to these classes.
 from __future__ import annotations
 
 import abc
+from dataclasses import fields
 
 import numpy as np
 import torch
 
+from ..errors import UnknownNameError
 from ..io import ImageLike, check_keypoints, read_image
 
 
@@ -70,3 +72,12 @@ def read_mapping_at(mapping: np.ndarray, points: np.ndarray) -> np.ndarray:
     top = mapping[y0, x0] * (1 - wx) + mapping[y0, x1] * wx
     bottom = mapping[y1, x0] * (1 - wx) + mapping[y1, x1] * wx
     return top * (1 - wy) + bottom * wy
+
+
+def config_from_dict(config_class, values: dict | None, method: str):
+    """Build a method's config dataclass from a dict; unknown keys are one error naming them and the valid ones."""
+    names = {field.name for field in fields(config_class)}
+    unknown = sorted(set(values or {}) - names)
+    if unknown:
+        raise UnknownNameError(f"unknown {method} option(s) {', '.join(unknown)}; options: {', '.join(sorted(names))}")
+    return config_class(**(values or {}))

@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ from ..errors import CheckpointError, CorrmarkError, UnknownNameError
 from ..io import ImageLike, read_image
 from ..ops import (grid_stride, grid_to_pixel, l2_normalize, pixel_grid, pixel_to_normalized, resize_mapping,
                    window_offsets)
-from .base import LandmarkModel, Matcher
+from .base import LandmarkModel, Matcher, config_from_dict
 
 
 @dataclass
@@ -79,11 +79,7 @@ class JLADConfig:
 
     @classmethod
     def from_dict(cls, values: dict | None) -> JLADConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(values or {}) - names)
-        if unknown:
-            raise UnknownNameError(f"unknown JLAD option(s) {', '.join(unknown)}; options: {', '.join(sorted(names))}")
-        return cls(**(values or {}))
+        return config_from_dict(cls, values, "JLAD")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ from ..errors import CheckpointError, CorrmarkError, UnknownNameError
 from ..io import ImageLike, check_keypoints, read_image
 from ..ops import (correlation_4d, grid_to_pixel, kernel_soft_argmax, l2_normalize, mutual_nn_filter, pixel_to_grid,
                    resize_mapping, sample_field, soft_argmax_4d, sparse_self_similarity)
-from .base import Matcher
+from .base import Matcher, config_from_dict
 
 
 @dataclass
@@ -66,12 +66,7 @@ class ScorrsanConfig:
 
     @classmethod
     def from_dict(cls, values: dict | None) -> ScorrsanConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(values or {}) - names)
-        if unknown:
-            raise UnknownNameError(f"unknown SCorrSAN option(s) {', '.join(unknown)}; "
-                                   f"options: {', '.join(sorted(names))}")
-        return cls(**(values or {}))
+        return config_from_dict(cls, values, "SCorrSAN")
 
     def to_dict(self) -> dict:
         return asdict(self)

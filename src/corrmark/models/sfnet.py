@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from ..backbones import build_backbone
 from ..errors import CheckpointError, CorrmarkError, UnknownNameError
 from ..io import ImageLike, read_image
 from ..ops import correlation_4d, correlation_argmax, kernel_soft_argmax, l2_normalize, resize_mapping, soft_argmax_4d
-from .base import Matcher
+from .base import Matcher, config_from_dict
 from .features import prepare_image
 
 DEFAULT_LEVELS = [["dinov2_vits14:8", "efficientnet_lite0:3"], ["efficientnet_lite0:4"]]
@@ -66,11 +66,7 @@ class SFNetConfig:
 
     @classmethod
     def from_dict(cls, values: dict | None) -> SFNetConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(values or {}) - names)
-        if unknown:
-            raise UnknownNameError(f"unknown SFNet option(s) {', '.join(unknown)}; options: {', '.join(sorted(names))}")
-        return cls(**(values or {}))
+        return config_from_dict(cls, values, "SFNet")
 
     def to_dict(self) -> dict:
         return asdict(self)
