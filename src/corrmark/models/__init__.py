@@ -46,12 +46,7 @@ def load_matcher(name: str, checkpoint=None, device="cpu", **options) -> Matcher
 
     >>> matcher = load_matcher("nn", backbone="dinov2_vits14", layers=[8], image_size=224)  # doctest: +SKIP
     """
-    try:
-        builder = MATCHERS[name]
-    except KeyError:
-        raise UnknownNameError(f"unknown matcher '{name}'; available: {', '.join(available_matchers())}") from None
-    options = {key: value for key, value in options.items() if value is not None}
-    return builder(checkpoint=checkpoint, device=device, **options)
+    return _build(MATCHERS, "matcher", name, checkpoint, device, options)
 
 
 def load_landmark_model(name: str, checkpoint=None, device="cpu", **options) -> LandmarkModel:
@@ -60,10 +55,15 @@ def load_landmark_model(name: str, checkpoint=None, device="cpu", **options) -> 
     >>> model = load_landmark_model("jlad", "runs/jlad_mtfl_k10/final.pt")  # doctest: +SKIP
     >>> heatmaps, points = model.detect(images)  # doctest: +SKIP
     """
+    return _build(LANDMARK_MODELS, "landmark model", name, checkpoint, device, options)
+
+
+def _build(registry: dict, kind: str, name: str, checkpoint, device, options: dict):
+    """Look ``name`` up in a registry and build it; options left as None mean "the model's default"."""
     try:
-        builder = LANDMARK_MODELS[name]
+        builder = registry[name]
     except KeyError:
-        raise UnknownNameError(f"unknown landmark model '{name}'; available: {', '.join(sorted(LANDMARK_MODELS))}") from None
+        raise UnknownNameError(f"unknown {kind} '{name}'; available: {', '.join(sorted(registry))}") from None
     options = {key: value for key, value in options.items() if value is not None}
     return builder(checkpoint=checkpoint, device=device, **options)
 
