@@ -2,7 +2,7 @@
 
 Each variant trains from configs/sfnet_cub.yaml (same cached feature bank, same seed) with its loss weights and a
 reduced step budget, then is evaluated on PF-WILLOW (t2s, kp-bbox, per-pair). One JSON per variant:
-benchmarks/results/sfnet_ablation_<variant>.json.
+benchmarks/results/sfnet_ablation_<variant>_<steps>steps.json.
 
     PYTHONPATH=src:benchmarks python benchmarks/sfnet_ablation.py --config configs/sfnet_cub.yaml --steps 150 \
         --every 3 --pf-willow ../shared/data/pf-willow
@@ -61,15 +61,16 @@ def main():
             continue
         started = time.perf_counter()
         config = load_config(args.config)
-        config["name"] = f"sfnet_ablation_{variant}"
+        run_name = f"sfnet_ablation_{variant}_{args.steps}steps"
+        config["name"] = run_name
         config["loss"] = weights
         config["train"] = dict(config.get("train") or {}, steps=args.steps, threads=args.threads,
                                checkpoint_every=max(50, args.steps // 2))
-        final = run_config(config, out_dir=f"runs/sfnet_ablation_{variant}", resume=True)
+        final = run_config(config, out_dir=f"runs/{run_name}", resume=True)
         train_seconds = read_checkpoint(final)["metrics"].get("train_seconds")
         matcher = load_matcher("sfnet", checkpoint=str(final))
         result = evaluate_matcher(matcher, dataset, protocol)
-        write_result(f"sfnet_ablation_{variant}", config={"base": args.config, "loss": weights, "steps": args.steps,
+        write_result(run_name, config={"base": args.config, "loss": weights, "steps": args.steps,
                                                           "checkpoint": str(final)},
                      protocol={**result["protocol"], "pairs": f"every {args.every}-th of 900 ({len(dataset)})"},
                      metrics={"pck": result["pck"], "per_category": result["per_category"],
