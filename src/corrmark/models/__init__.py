@@ -31,10 +31,11 @@ _build_sfnet = _trained(".sfnet", "load_sfnet", "'sfnet' matcher")
 _build_scorrsan = _trained(".scorrsan", "load_scorrsan", "'scorrsan' matcher", "final.pt or selected.pt")
 _build_jlad = _trained(".jlad", "load_jlad_matcher", "'jlad' matcher")
 _build_jlad_landmarks = _trained(".jlad", "load_jlad_landmarks", "'jlad' landmark model")
+_build_c3_landmarks = _trained(".c3", "load_c3_landmarks", "'c3' landmark model")
 
 
 MATCHERS = {"nn": _build_nn, "sfnet": _build_sfnet, "scorrsan": _build_scorrsan, "jlad": _build_jlad}
-LANDMARK_MODELS = {"jlad": _build_jlad_landmarks}
+LANDMARK_MODELS = {"jlad": _build_jlad_landmarks, "c3": _build_c3_landmarks}
 
 
 def available_matchers() -> list[str]:

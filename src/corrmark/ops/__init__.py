@@ -14,6 +14,7 @@ from corrmark.ops.correlation import (
     offset_correlation,
     window_offsets,
 )
+from corrmark.ops.gaussians import render_gaussians
 from corrmark.ops.matching import mutual_nearest_neighbours, mutual_nn_filter, upsample_correlation
 from corrmark.ops.self_similarity import (
     dense_self_similarity,
@@ -65,6 +66,7 @@ __all__ = [
     "pixel_grid",
     "pixel_to_grid",
     "pixel_to_normalized",
+    "render_gaussians",
     "resize_mapping",
     "sample_field",
     "soft_argmax",
