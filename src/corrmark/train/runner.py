@@ -27,6 +27,7 @@ import torch
 from ..config import load_yaml
 from ..errors import CorrmarkError, UnknownNameError
 from .checkpoint import seed_everything
+from .distributed import DistributedSetup, barrier, device_for, process_group, resolve_setup
 from .trainer import BatchSource, Trainer
 
 
@@ -77,13 +78,22 @@ def load_config(path_or_dict) -> dict:
 
 
 def run_config(path_or_dict, out_dir=None, resume: bool = False, device="cpu", progress: bool = True,
-               stop_after: int | None = None) -> Path:
+               stop_after: int | None = None, distributed=None) -> Path:
     """Train the experiment of a config; returns the path of the final checkpoint (``<out_dir>/final.pt``).
 
     ``resume=True`` continues from the latest checkpoint in the output folder; the result equals an uninterrupted run.
     ``stop_after=N`` interrupts after N steps (returns that step's checkpoint), e.g. to slice a long run.
+    ``distributed``: None = data parallel when launched by torchrun, False = single process, or a
+    ``DistributedSetup`` (docs/DISTRIBUTED.md).
     """
-    config = load_config(path_or_dict)
+    setup = resolve_setup(distributed)
+    device = device_for(device, setup)
+    with process_group(setup, device):
+        return _run(load_config(path_or_dict), out_dir, resume, device, progress, stop_after, setup)
+
+
+def _run(config: dict, out_dir, resume: bool, device, progress: bool, stop_after: int | None,
+         setup: DistributedSetup | None) -> Path:
     method = config.get("method")
     if not method:
         raise CorrmarkError("the config needs a 'method:' key (e.g. method: sfnet)")
@@ -95,15 +105,26 @@ def run_config(path_or_dict, out_dir=None, resume: bool = False, device="cpu", p
         torch.set_num_threads(int(threads))
     seed = int(config.get("seed", 0))
     seed_everything(seed)  # model initialisation is part of the run: same seed, same initial weights
-    experiment = _builder(str(method))(config, device)
+    experiment = _build_rank_zero_first(_builder(str(method)), config, device, setup)
     options = {"log_every": train.get("log_every", 10), "checkpoint_every": train.get("checkpoint_every", 100),
                "keep_checkpoints": train.get("keep_checkpoints", 2)}
     options.update(experiment.trainer_options)
     trainer = Trainer(experiment.model, experiment.optimizer_factory, experiment.step, experiment.data, out_dir,
                       max_steps=experiment.max_steps, epochs=experiment.epochs, device=device, seed=seed,
                       scheduler_factory=experiment.scheduler_factory, grad_clip=experiment.grad_clip,
-                      config=_plain(config), progress=progress, description=name, **options)
+                      config=_plain(config), progress=progress, description=name,
+                      distributed=setup if setup is not None else False, **options)
     return trainer.fit(resume=resume, stop_after=stop_after)
+
+
+def _build_rank_zero_first(builder: Callable, config: dict, device, setup: DistributedSetup | None) -> Experiment:
+    """Rank 0 builds first (extracting and caching the frozen features); the other ranks then load the cache."""
+    if setup is not None and not setup.is_main:
+        barrier(setup)
+    experiment = builder(config, device)
+    if setup is not None and setup.is_main:
+        barrier(setup)
+    return experiment
 
 
 def _plain(value):

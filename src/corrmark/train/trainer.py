@@ -10,6 +10,11 @@ yielding the same batches every time it is called with the same arguments (all r
 seeded by ``(seed, epoch)``, never from global state). Resuming mid-epoch replays the epoch's iterator up to the saved
 position, so a resumed run sees exactly the batches an uninterrupted one sees; together with the restored optimizer
 and RNG states the final weights are identical.
+
+Distributed data parallel (``corrmark.train.distributed``, docs/DISTRIBUTED.md): under torchrun (or with an explicit
+``DistributedSetup``) every rank trains on its share of each batch through DistributedDataParallel; only rank 0
+writes the log, the checkpoints (the plain model's ``state_dict``, so they equal single-process ones in format) and
+the progress bar. Without a distributed setup the loop below runs exactly as in a single process.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from tqdm import tqdm
 from ..errors import CorrmarkError
 from .checkpoint import (FORMAT, VERSION, capture_rng_state, latest_checkpoint, load_checkpoint, restore_rng_state,
                          save_checkpoint, seed_everything, step_checkpoint_name)
+from .distributed import (average_across_ranks, barrier, broadcast_from_main, device_for, process_group, resolve_setup,
+                          shard_batch, wrap_step)
 
 StepFunction = Callable[[torch.nn.Module, Any], dict]
 FINAL_NAME = "final.pt"
@@ -65,18 +72,26 @@ class Trainer:
         grad_clip: max gradient norm (None: no clipping).
         keep_checkpoints: how many ``step_*.pt`` files to keep (older ones are deleted; ``final.pt`` stays).
         config: the experiment config (plain dict) stored in every checkpoint.
+        distributed: None = data parallel when launched by torchrun (WORLD_SIZE > 1), False = single process, or an
+            explicit ``corrmark.train.distributed.DistributedSetup``.
+        find_unused_parameters: passed to DistributedDataParallel; True (the default) allows steps that leave some
+            parameters without a gradient (JLAD freezes a sub-network per stage).
     """
 
     def __init__(self, model: torch.nn.Module, optimizer_factory: Callable, step: StepFunction, data: BatchSource,
                  out_dir, *, max_steps: int | None = None, epochs: int | None = None, device="cpu", seed: int = 0,
                  log_every: int = 10, checkpoint_every: int = 100, scheduler_factory: Callable | None = None,
                  grad_clip: float | None = None, keep_checkpoints: int = 2, config: dict | None = None,
-                 progress: bool = True, description: str = "train"):
+                 progress: bool = True, description: str = "train", distributed=None,
+                 find_unused_parameters: bool = True):
         if (max_steps is None) == (epochs is None):
             raise CorrmarkError("give the training budget as exactly one of max_steps or epochs")
         if len(data) < 1:
             raise CorrmarkError("the training data source yields no batches")
-        self.device = torch.device(device)
+        self.distributed = resolve_setup(distributed)
+        self.is_main = self.distributed is None or self.distributed.is_main
+        self.find_unused_parameters = bool(find_unused_parameters)
+        self.device = device_for(device, self.distributed)
         self.model = model.to(self.device)
         self.step_fn = step
         self.data = data
@@ -92,13 +107,14 @@ class Trainer:
         self.grad_clip = grad_clip
         self.keep_checkpoints = max(1, int(keep_checkpoints))
         self.config = dict(config or {})
-        self.progress = progress
+        self.progress = progress and self.is_main
         self.description = description
         self.optimizer = optimizer_factory([p for p in self.model.parameters() if p.requires_grad])
         self.scheduler = scheduler_factory(self.optimizer) if scheduler_factory is not None else None
         self.step = 0
         self.metrics: dict = {}
         self.seconds = 0.0
+        self._ddp_step = None  # batch -> losses through DistributedDataParallel, set inside a distributed fit
 
     # --- checkpoints ---------------------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -115,6 +131,8 @@ class Trainer:
 
     def save(self, path: Path | None = None) -> Path:
         path = path or self.checkpoint_dir / step_checkpoint_name(self.step)
+        if not self.is_main:  # the replicas are identical: rank 0's copy is the checkpoint
+            return path
         save_checkpoint(path, self.state())
         if path.parent == self.checkpoint_dir:
             old = sorted(self.checkpoint_dir.glob("step_*.pt"))[:-self.keep_checkpoints]
@@ -138,12 +156,19 @@ class Trainer:
         time-sliced job would; resuming later gives exactly the uninterrupted result (schedules keep the full budget).
         """
         stop_at = self.max_steps if stop_after is None else min(int(stop_after), self.max_steps)
+        with process_group(self.distributed, self.device):
+            return self._fit(resume, stop_at)
+
+    def _fit(self, resume: bool, stop_at: int) -> Path:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(self.seed)
         latest = latest_checkpoint(self.checkpoint_dir) if resume else None
+        latest = broadcast_from_main(latest, self.distributed)  # every rank resumes from rank 0's choice
         if latest is not None:
             self.restore(latest)
-        log = open(self.out_dir / "log.jsonl", "a", encoding="utf-8")
+        if self.distributed is not None:
+            self._ddp_step = wrap_step(self.model, self.step_fn, self.device, self.find_unused_parameters)
+        log = open(self.out_dir / "log.jsonl", "a", encoding="utf-8") if self.is_main else None
         running, window = None, {}
         bar = tqdm(total=self.max_steps, initial=self.step, desc=self.description, disable=not self.progress,
                    unit="step", dynamic_ncols=True)
@@ -171,37 +196,44 @@ class Trainer:
                         self.metrics["running_loss"] = running
                         row = {"step": self.step, "epoch": self.step // self.steps_per_epoch,
                                "seconds": round(self.seconds, 2), **self.metrics}
-                        log.write(json.dumps(row) + "\n")
-                        log.flush()
+                        if log is not None:
+                            log.write(json.dumps(row) + "\n")
+                            log.flush()
                         window = {}
                     if self.step % self.checkpoint_every == 0 and self.step < stop_at:
                         self.save()
         finally:
             bar.close()
-            log.close()
+            if log is not None:
+                log.close()
         checkpoint = self.save()
-        if self.step < self.max_steps:
-            return checkpoint
-        return self.save(self.out_dir / FINAL_NAME)
+        if self.step >= self.max_steps:
+            checkpoint = self.save(self.out_dir / FINAL_NAME)
+        barrier(self.distributed)  # no rank returns a path before rank 0 has written it
+        return checkpoint
 
     def _optimise(self, batch) -> dict[str, float]:
         self.model.train()
+        if self.distributed is not None:
+            batch = shard_batch(batch, self.distributed.rank, self.distributed.world_size)
         batch = move_to_device(batch, self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        losses = self.step_fn(self.model, batch)
+        losses = self.step_fn(self.model, batch) if self._ddp_step is None else self._ddp_step(batch)
         if "loss" not in losses:
             raise CorrmarkError("the training step must return a dict with a 'loss' entry")
-        loss = losses["loss"]
-        if not torch.isfinite(loss):
-            raise CorrmarkError(f"training diverged: loss is {loss.item()} at step {self.step + 1}")
-        loss.backward()
+        losses["loss"].backward()  # under DDP this also averages the gradients over the ranks
+        values = {key: float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+                  for key, value in losses.items()}
+        if self.distributed is not None:
+            values = average_across_ranks(values, self.device)  # all ranks see (and judge) the same numbers
+        if not math.isfinite(values["loss"]):  # checked before the update, so the weights stay finite
+            raise CorrmarkError(f"training diverged: loss is {values['loss']} at step {self.step + 1}")
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
-        return {key: float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
-                for key, value in losses.items()}
+        return values
 
 
 def cosine_schedule(total_steps: int, warmup_steps: int = 0, final_ratio: float = 0.05) -> Callable:
