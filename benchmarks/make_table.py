@@ -1,7 +1,7 @@
 """Print the markdown rows of docs/BENCHMARKS.md from benchmarks/results/*.json (so the table never drifts).
 
     python benchmarks/make_table.py benchmarks/results/pf_willow_*.json
-    python benchmarks/make_table.py benchmarks/results/speed_memory.json
+    python benchmarks/make_table.py benchmarks/results/speed_memory.json   # or any `corrmark bench --json` file
 """
 
 import json
@@ -21,11 +21,17 @@ def row(path: Path) -> str:
 
 
 def speed_rows(path: Path) -> None:
+    """Rows of ``corrmark bench`` / benchmarks/speed_memory.py results (and of the older speed_memory format)."""
     print("| config | s/pair, keypoints | s/pair, dense mapping | peak RSS (MB) | torch threads |")
     print("|---|---|---|---|---|")
     for entry in json.loads(path.read_text())["rows"]:
-        print(f"| {entry['config']} | {entry['seconds_per_pair_keypoints']:.3f} | "
-              f"{entry['seconds_per_pair_dense_mapping']:.3f} | {entry['peak_rss_mb']:.0f} | {entry['torch_threads']} |")
+        name = entry.get("matcher", entry.get("config"))
+        if entry.get("image_size") is not None and "@" not in name:
+            name = f"{name} @ {entry['image_size']}"
+        dense = entry.get("seconds_per_pair_dense", entry.get("seconds_per_pair_dense_mapping"))
+        threads = entry.get("threads", entry.get("torch_threads"))
+        print(f"| {name} | {entry['seconds_per_pair_keypoints']:.3f} | {dense:.3f} | {entry['peak_rss_mb']:.0f} | "
+              f"{threads} |")
 
 
 def main() -> None:
