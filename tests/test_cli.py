@@ -84,12 +84,16 @@ def test_match_rejects_a_bad_image_and_bad_points(tmp_path, capsys):
 
 
 def test_demo_writes_a_report(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
+    # two pairs, the cheapest matcher: the full showcase (every matcher, every pair) is `make demo`
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--quiet", "--pairs", "2", "--matchers", "dinov2-block8",
+                 "--no-trained"]) == 0
     report = (tmp_path / "demo" / "index.html").read_text()
-    assert "Summary" in report and report.count("<img") >= 10
-    for name in ("m0_p0_matches.png", "m1_p4_warp.png"):
+    assert "Summary" in report and report.count("<img") == 2 and "Model zoo" in report
+    for name in ("p0_dinov2_block8.jpg", "p1_dinov2_block8.jpg"):
         assert (tmp_path / "demo" / name).is_file()
     assert "demo report:" in capsys.readouterr().out
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--pairs", "0"]) == 2
+    assert "--pairs takes a positive number" in capsys.readouterr().err
 
 
 def test_eval_from_a_checked_in_config(shared_data, tmp_path):

@@ -5,7 +5,10 @@
     corrmark train CONFIG [--resume]
     corrmark eval-landmarks mtfl --root DIR --checkpoint F --json OUT.json
     corrmark landmarks IMAGES... --checkpoint F --out DIR
-    corrmark demo [--out DIR]
+    corrmark demo [--out DIR] [--pairs N] [--matchers NAME ...] [--no-trained]
+    corrmark export CHECKPOINT OUT.pt
+    corrmark zoo [--check]
+    corrmark propagate --annotated IMG [IMG ...] --points POINTS [POINTS ...] IMAGES_DIR --out OUT.json
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ def _add_matcher_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("matcher")
     group.add_argument("--matcher", default=None, help="matcher name (default: nn, the zero-shot matcher)")
     group.add_argument("--checkpoint", default=None, help="trained weights for a trained matcher")
+    group.add_argument("--preset", default=None,
+                       help="named zero-shot settings for the nn matcher: dinov2-block8 or best (options below override)")
     group.add_argument("--backbone", default=None,
                        help="backbone name(s); fuse with '+', e.g. dinov2_vits14+efficientnet_lite0")
     group.add_argument("--layers", nargs="+", default=None,
@@ -49,6 +54,7 @@ def parse_layers(tokens: list[str] | None):
 def matcher_options(args) -> dict:
     """The matcher settings given on the command line (parsed, not yet loaded: cheap, so errors come first)."""
     return {
+        "preset": args.preset,
         "backbone": args.backbone,
         "layers": parse_layers(args.layers),
         "image_size": args.image_size,
@@ -159,8 +165,74 @@ def _cmd_landmarks(args) -> int:
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
-    report = run_demo(args.out, device=args.device, progress=not args.quiet)
+    report = run_demo(args.out, device=args.device, progress=not args.quiet, pairs=args.pairs,
+                      matchers=args.matchers, trained=not args.no_trained)
     print(f"demo report: {report.resolve()}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .train.export import export_weights, file_sha256
+
+    written = export_weights(args.checkpoint, args.out)
+    print(f"weights-only export: {written} ({written.stat().st_size / 1e6:.1f} MB, sha256 {file_sha256(written)})")
+    return 0
+
+
+def _cmd_zoo(args) -> int:
+    from .zoo import check_zoo_entry, list_zoo, zoo_dir
+
+    folder = args.folder or zoo_dir()
+    entries = list_zoo(folder)
+    print(f"model zoo: {Path(folder).resolve()}")
+    for entry in entries:
+        state = "present" if entry.available else "missing"
+        if args.check and entry.available:
+            state = check_zoo_entry(entry, device=args.device)
+        print(f"{entry.name:28s} {entry.method:9s} {entry.kind:10s} {entry.file:32s} {state}")
+    return 0
+
+
+def _cmd_propagate(args) -> int:
+    from .propagate import propagate_keypoints, read_annotation
+
+    images_dir = _propagate_images_dir(args)
+    if len(args.points) not in (1, len(args.annotated)):
+        raise CorrmarkError(f"give one --points file, or one per --annotated image ({len(args.annotated)})")
+    points_files = args.points if len(args.points) > 1 else args.points * len(args.annotated)
+    annotations = [read_annotation(points, image) for points, image in zip(points_files, args.annotated)]
+    summary = propagate_keypoints(
+        matcher_from_args(args), [(image, points, visible) for image, (points, visible, _) in
+                                  zip(args.annotated, annotations)],
+        images_dir, args.out, gallery_dir=args.gallery, resume=not args.no_resume, progress=not args.quiet,
+        keypoint_names=annotations[0][2], category=args.category, recursive=args.recursive)
+    for key, value in summary.items():
+        print(f"{key}: {value}")
+    return 0
+
+
+def _propagate_images_dir(args) -> str:
+    """IMAGES_DIR, also when written right after the multi-value --points or --annotated (argparse hands it to them;
+    a folder is never a points file or an image, so it is taken back)."""
+    if args.images_dir is not None:
+        return args.images_dir
+    for values in (args.points, args.annotated):
+        if len(values) > 1 and Path(values[-1]).is_dir():
+            return values.pop()
+    raise CorrmarkError("give the IMAGES_DIR folder to propagate to")
+
+
+def _cmd_bench(args) -> int:
+    from .bench import format_row, run_bench
+    from .io import write_json_atomic
+
+    report = (lambda row: None) if args.quiet else (lambda row: print(format_row(row), flush=True))
+    result = run_bench(args.matcher, args.preset, args.sizes, args.pairs, args.pf_willow, args.repeats, args.device,
+                       args.threads, report)
+    result["command"] = "corrmark " + shlex.join(args.argv)
+    if args.json:
+        write_json_atomic(args.json, result)
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -223,11 +295,58 @@ def build_parser() -> argparse.ArgumentParser:
     landmarks.add_argument("--device", default="cpu")
     landmarks.set_defaults(handler=_cmd_landmarks)
 
-    demo = commands.add_parser("demo", help="match the bundled example pairs and write an HTML report")
+    demo = commands.add_parser("demo", help="zero-shot and trained matchers on the bundled pairs: an HTML report")
     demo.add_argument("--out", default="corrmark-demo", help="output folder (default: corrmark-demo)")
+    demo.add_argument("--pairs", type=int, default=None, help="use the first N bundled pairs only")
+    demo.add_argument("--matchers", nargs="+", default=None,
+                      help="run only these: zero-shot 'dinov2-block8', 'best', and/or zoo model names")
+    demo.add_argument("--no-trained", action="store_true", help="zero-shot matchers only (no model zoo weights)")
     demo.add_argument("--device", default="cpu")
     demo.add_argument("--quiet", action="store_true")
     demo.set_defaults(handler=_cmd_demo)
+
+    export = commands.add_parser("export", help="weights-only copy of a training checkpoint (for the model zoo)")
+    export.add_argument("checkpoint", help="training checkpoint, e.g. runs/NAME/final.pt")
+    export.add_argument("out", help="file to write, e.g. zoo/NAME.pt")
+    export.set_defaults(handler=_cmd_export)
+
+    zoo = commands.add_parser("zoo", help="list the model zoo (zoo/zoo.yaml) and which weights files are present")
+    zoo.add_argument("--folder", default=None, help="zoo folder (default: $CORRMARK_ZOO, else zoo/ of the checkout)")
+    zoo.add_argument("--check", action="store_true", help="also load every present model through its loader")
+    zoo.add_argument("--device", default="cpu")
+    zoo.set_defaults(handler=_cmd_zoo)
+
+    propagate = commands.add_parser("propagate", help="transfer keypoints from annotated images to a folder (COCO)")
+    propagate.add_argument("images_dir", nargs="?", default=None, metavar="IMAGES_DIR")
+    propagate.add_argument("--annotated", nargs="+", required=True, help="annotated image(s)")
+    propagate.add_argument("--points", nargs="+", required=True,
+                           help="their keypoints: COCO keypoints JSON (one file may cover all), [[x, y(, v)], ...] "
+                                "JSON or CSV x,y; one per --annotated image")
+    propagate.add_argument("--out", required=True, help="COCO keypoints JSON to write (resumed if it exists)")
+    propagate.add_argument("--gallery", default=None, help="folder for an HTML gallery to review the points")
+    propagate.add_argument("--no-resume", action="store_true", help="start over instead of skipping done images")
+    propagate.add_argument("--recursive", action="store_true", help="include images in subfolders")
+    propagate.add_argument("--category", default="object", help="COCO category name (default: object)")
+    propagate.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_matcher_options(propagate)
+    propagate.set_defaults(handler=_cmd_propagate)
+
+    bench = commands.add_parser("bench", help="seconds per pair and peak memory per matcher and image size (JSON)")
+    bench.add_argument("--matcher", nargs="+", default=None, metavar="NAME[:CHECKPOINT]",
+                       help="matchers to measure, e.g. nn sfnet:runs/sfnet_cub/final.pt")
+    bench.add_argument("--preset", nargs="+", default=None,
+                       help="zero-shot nn presets to measure (default without --matcher: dinov2-block8 best)")
+    bench.add_argument("--sizes", type=int, nargs="+", default=None,
+                       help="image sizes (default: each matcher's own; a checkpoint's fixed size is measured once)")
+    bench.add_argument("--pairs", type=int, default=None,
+                       help="number of pairs (default: all bundled examples, or 20 PF-WILLOW pairs)")
+    bench.add_argument("--pf-willow", default=None, metavar="ROOT", help="time PF-WILLOW pairs instead of the examples")
+    bench.add_argument("--repeats", type=int, default=1, help="times each pair is timed (default 1)")
+    bench.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    bench.add_argument("--json", default=None, help="write the rows here")
+    bench.add_argument("--device", default="cpu")
+    bench.add_argument("--quiet", action="store_true", help="do not print each row")
+    bench.set_defaults(handler=_cmd_bench)
     return parser
 
 

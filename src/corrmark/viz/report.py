@@ -7,13 +7,41 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; margin: 1em 0; } td, th { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
-th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
+table { border-collapse: collapse; margin: 1em 0; }
+td, th { border: 1px solid #ccc; padding: 4px 10px; text-align: left; }
+th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { display: inline-block; margin: 0.5em; vertical-align: top; } figure img { max-width: 560px; display: block; }
 figcaption { font-size: 0.85em; color: #555; max-width: 560px; } .note { color: #555; font-size: 0.9em; }
+.grid { display: grid; gap: 0.5em; width: min(96vw, 1800px); margin-left: calc(50% - min(48vw, 900px)); }
+.grid figure { margin: 0; } .grid figure img { max-width: 100%; } .grid figcaption { max-width: none; }
+.broken-images { background: #fdd; border: 1px solid #c00; padding: 0.5em; }
+"""
+
+# Marks every picture as loaded or broken once the page has loaded (data-loaded="yes"/"no" on each <img>, counts on
+# <body>) and shows a warning when one is broken: a reader sees a moved or partial report at once, and the browser
+# test reads the marks from the rendered DOM.
+CHECK_IMAGES_SCRIPT = """
+window.addEventListener("load", function () {
+  var images = document.images, broken = 0;
+  for (var i = 0; i < images.length; i++) {
+    var loaded = images[i].complete && images[i].naturalWidth > 0;
+    images[i].setAttribute("data-loaded", loaded ? "yes" : "no");
+    if (!loaded) { broken++; }
+  }
+  document.body.setAttribute("data-images", String(images.length));
+  document.body.setAttribute("data-images-broken", String(broken));
+  if (broken > 0) {
+    var warning = document.createElement("p");
+    warning.className = "broken-images";
+    warning.textContent = broken + " of " + images.length + " pictures failed to load: keep index.html beside them.";
+    document.body.insertBefore(warning, document.body.firstChild);
+  }
+});
 """
 
 
@@ -29,23 +57,31 @@ class Report:
         css = ' class="note"' if note else ""
         self.blocks.append(f"<p{css}>{html.escape(text)}</p>")
 
-    def table(self, header: list[str], rows: list[list], caption: str | None = None) -> None:
+    def table(self, header: list[str], rows: list[list], caption: str | None = None, table_id: str | None = None
+              ) -> None:
         head = "".join(f"<th>{html.escape(str(cell))}</th>" for cell in header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(_format(cell))}</td>" for cell in row) + "</tr>" for row in rows)
+        body = "".join("<tr>" + "".join(_cell(cell) for cell in row) + "</tr>" for row in rows)
         cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
-        self.blocks.append(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        identifier = f' id="{html.escape(table_id)}"' if table_id else ""
+        self.blocks.append(f"<table{identifier}>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
-    def figures(self, items: list[tuple[str, str]]) -> None:
-        """items: (image path relative to the report, caption)."""
+    def figures(self, items: list[tuple[str, str]], columns: int | None = None) -> None:
+        """items: (image path relative to the report, caption); ``columns``: a grid of that many equal columns.
+
+        Each picture links to itself, so a reader can open it at full size.
+        """
         figures = "".join(
-            f'<figure><img src="{html.escape(path)}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}'
-            f"</figcaption></figure>" for path, caption in items
+            f'<figure><a href="{html.escape(path)}"><img src="{html.escape(path)}" alt="{html.escape(caption)}"></a>'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>" for path, caption in items
         )
-        self.blocks.append(f"<div>{figures}</div>")
+        layout = (f' class="grid" style="grid-template-columns: repeat({int(columns)}, minmax(0, 1fr))"'
+                  if columns else "")
+        self.blocks.append(f"<div{layout}>{figures}</div>")
 
     def render(self) -> str:
         return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
-                f"<style>{STYLE}</style></head><body><h1>{html.escape(self.title)}</h1>{''.join(self.blocks)}</body></html>\n")
+                f"<style>{STYLE}</style></head><body><h1>{html.escape(self.title)}</h1>{''.join(self.blocks)}"
+                f"<script>{CHECK_IMAGES_SCRIPT}</script></body></html>\n")
 
     def write(self, path: str | os.PathLike) -> Path:
         path = Path(path)
@@ -56,7 +92,13 @@ class Report:
         return path
 
 
+def _cell(cell) -> str:
+    numeric = isinstance(cell, (int, float, np.number)) and not isinstance(cell, bool)
+    opening = '<td class="num">' if numeric else "<td>"
+    return f"{opening}{html.escape(_format(cell))}</td>"
+
+
 def _format(cell) -> str:
-    if isinstance(cell, float):
+    if isinstance(cell, (float, np.floating)):
         return f"{cell:.3f}"
     return str(cell)

@@ -1,0 +1,154 @@
+"""The model zoo: trained weights listed in ``zoo/zoo.yaml`` (see that file for the fields), loaded by name.
+
+    >>> from corrmark.zoo import list_zoo, load_zoo_matcher
+    >>> [entry.name for entry in list_zoo() if entry.available]  # doctest: +SKIP
+    >>> matcher = load_zoo_matcher("scorrsan_pfwillow_st")  # doctest: +SKIP
+
+The folder is ``$CORRMARK_ZOO`` when set, else ``zoo/`` of the source checkout. Weights files are weights-only exports
+(``corrmark export``); an entry whose file is absent is listed with ``available = False``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import load_yaml
+from .errors import CheckpointError, CorrmarkError, UnknownNameError
+
+INDEX_NAME = "zoo.yaml"
+METHODS = ("sfnet", "scorrsan", "jlad", "c3")
+KINDS = ("matcher", "landmarks")
+REQUIRED_FIELDS = ("name", "method", "kind", "file", "config", "data", "train_minutes", "metrics", "notes")
+
+
+@dataclass
+class ZooEntry:
+    name: str
+    method: str
+    kind: str
+    file: str
+    config: str
+    data: str
+    train_minutes: float | None
+    metrics: dict
+    notes: str
+    path: Path  # the weights file, resolved against the zoo folder
+    results: list = field(default_factory=list)
+    sha256: str | None = None
+    category: str | None = None
+    trained_on_examples: list = field(default_factory=list)
+
+    @property
+    def available(self) -> bool:
+        return self.path.is_file()
+
+
+def zoo_dir() -> Path:
+    """The zoo folder: $CORRMARK_ZOO, else ``zoo/`` of the source checkout (both must hold zoo.yaml)."""
+    configured = os.environ.get("CORRMARK_ZOO")
+    candidate = Path(configured) if configured else Path(__file__).resolve().parents[2] / "zoo"
+    if not (candidate / INDEX_NAME).is_file():
+        where = "CORRMARK_ZOO" if configured else "the source checkout"
+        raise CorrmarkError(f"model zoo index not found: {candidate / INDEX_NAME} (from {where}); "
+                            f"set CORRMARK_ZOO to a folder with {INDEX_NAME}")
+    return candidate
+
+
+def list_zoo(folder: str | os.PathLike | None = None) -> list[ZooEntry]:
+    """The entries of the zoo index (all of them; ``entry.available`` says whether the weights file is there)."""
+    folder = Path(folder) if folder is not None else zoo_dir()
+    index_path = folder / INDEX_NAME
+    if not index_path.is_file():
+        raise CorrmarkError(f"model zoo index not found: {index_path}")
+    index = load_yaml(index_path)
+    records = index.get("models")
+    if not isinstance(records, list):
+        raise CorrmarkError(f"{index_path}: 'models' must be a list of entries")
+    entries = [_entry(record, folder, index_path) for record in records]
+    names = [entry.name for entry in entries]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise CorrmarkError(f"{index_path}: duplicate entry name(s) {', '.join(duplicates)}")
+    return entries
+
+
+def zoo_entry(name: str, folder: str | os.PathLike | None = None) -> ZooEntry:
+    entries = list_zoo(folder)
+    for entry in entries:
+        if entry.name == name:
+            return entry
+    raise UnknownNameError(f"unknown zoo model '{name}'; zoo models: {', '.join(e.name for e in entries)}")
+
+
+def load_zoo_matcher(name: str, device="cpu", folder: str | os.PathLike | None = None, **options):
+    """The Matcher of a zoo entry (its method's ``load_matcher`` on the entry's weights)."""
+    from .models import load_matcher
+
+    entry = zoo_entry(name, folder)
+    return load_matcher(entry.method, checkpoint=str(checked_weights(entry)), device=device, **options)
+
+
+def load_zoo_landmarks(name: str, device="cpu", folder: str | os.PathLike | None = None, **options):
+    """The LandmarkModel of a zoo entry (its method's ``load_landmark_model`` on the entry's weights)."""
+    from .models import load_landmark_model
+
+    entry = zoo_entry(name, folder)
+    return load_landmark_model(entry.method, checkpoint=str(checked_weights(entry)), device=device, **options)
+
+
+def check_zoo_entry(entry: ZooEntry, device="cpu") -> str:
+    """Load an entry through its loader: "loads", or "error: <one line>" (for ``corrmark zoo --check``)."""
+    from .models import load_landmark_model, load_matcher
+
+    try:
+        if entry.kind == "landmarks":
+            load_landmark_model(entry.method, checkpoint=str(checked_weights(entry)), device=device)
+        else:
+            load_matcher(entry.method, checkpoint=str(checked_weights(entry)), device=device)
+    except CorrmarkError as error:
+        return f"error: {error}"
+    return "loads"
+
+
+def checked_weights(entry: ZooEntry) -> Path:
+    """The entry's weights file: present, and matching its sha256 when the index gives one."""
+    if not entry.available:
+        raise CheckpointError(f"zoo model '{entry.name}': weights file {entry.path} is missing "
+                              f"(export it with: corrmark export runs/{entry.name}/final.pt {entry.path})")
+    if entry.sha256:
+        from .train.export import file_sha256
+
+        found = file_sha256(entry.path)
+        if found != entry.sha256.lower():
+            raise CheckpointError(f"zoo model '{entry.name}': {entry.path} has sha256 {found}, the index says "
+                                  f"{entry.sha256}")
+    return entry.path
+
+
+def _entry(record, folder: Path, index_path: Path) -> ZooEntry:
+    if not isinstance(record, dict):
+        raise CorrmarkError(f"{index_path}: every entry of 'models' must be a mapping, got {record!r}")
+    label = record.get("name", "<no name>")
+    missing = [key for key in REQUIRED_FIELDS if key not in record]
+    if missing:
+        raise CorrmarkError(f"{index_path}: entry '{label}' lacks {', '.join(missing)}")
+    for key, allowed in (("method", METHODS), ("kind", KINDS)):
+        if record[key] not in allowed:
+            raise CorrmarkError(f"{index_path}: entry '{label}' has {key} {record[key]!r}; "
+                                f"allowed: {', '.join(allowed)}")
+    relative = Path(str(record["file"]))
+    if relative.is_absolute() or ".." in relative.parts:
+        raise CorrmarkError(f"{index_path}: entry '{label}' file must be a path inside the zoo folder, got {relative}")
+    if not isinstance(record["metrics"], dict):
+        raise CorrmarkError(f"{index_path}: entry '{label}' metrics must be a mapping of name -> number")
+    known = set(REQUIRED_FIELDS) | {"results", "sha256", "category", "trained_on_examples"}
+    unknown = sorted(set(record) - known)
+    if unknown:
+        raise CorrmarkError(f"{index_path}: entry '{label}' has unknown field(s) {', '.join(unknown)}")
+    values = {key: record[key] for key in known if key in record}
+    values["name"], values["file"] = str(values["name"]), str(relative)
+    values["results"] = list(values.get("results") or [])
+    values["trained_on_examples"] = list(values.get("trained_on_examples") or [])
+    return ZooEntry(**values, path=folder / relative)
