@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from corrmark.errors import CheckpointError
+from corrmark.errors import CheckpointError, UnknownNameError
 from corrmark.losses import sfnet_loss
 from corrmark.models.sfnet import SFNetConfig, SFNetHead, SFNetMatcher, parse_source
 
@@ -98,6 +98,12 @@ def test_resnet101_conv4_conv5_matcher_and_strict_checkpoint(resnet_weights, tmp
     checkpoint = save_checkpoint(tmp_path / "final.pt", {"model": matcher.head.state_dict(), "config": {"model": config}})
     loaded = load_matcher("sfnet", checkpoint=str(checkpoint), weights_files=files)
     assert np.allclose(loaded.estimate_mapping(source, target), mapping)
+    mutual = load_matcher("sfnet", checkpoint=str(checkpoint), weights_files=files, test_mutual=True)
+    mutual_mapping = mutual.estimate_mapping(source, target)
+    assert mutual_mapping.shape == mapping.shape and np.isfinite(mutual_mapping).all()
+    assert not np.allclose(mutual_mapping, mapping)  # the filter changes the kernel soft argmax's input
+    with pytest.raises(UnknownNameError, match="cannot change a trained SFNet"):
+        load_matcher("sfnet", checkpoint=str(checkpoint), weights_files=files, levels=[["timm:resnet101:3"]])
     state = matcher.head.state_dict()
     state.pop("adaptations.1.bn.running_mean")
     state["adaptations.9.conv.weight"] = torch.zeros(1)

@@ -32,7 +32,8 @@ from torch import nn
 from ..backbones import build_backbone
 from ..errors import CheckpointError, CorrmarkError, UnknownNameError
 from ..io import ImageLike, read_image
-from ..ops import correlation_4d, correlation_argmax, kernel_soft_argmax, l2_normalize, resize_mapping, soft_argmax_4d
+from ..ops import (correlation_4d, correlation_argmax, kernel_soft_argmax, l2_normalize, mutual_nn_filter,
+                   resize_mapping, soft_argmax_4d)
 from .base import Matcher, config_from_dict
 from .features import prepare_image
 
@@ -51,6 +52,7 @@ class SFNetConfig:
     sigma: float = 5.0  # Gaussian kernel std, in cells of the correlation grid
     train_argmax: str = "kernel"  # "kernel" | "soft"
     test_argmax: str = "kernel"  # "kernel" | "soft" | "hard"
+    test_mutual: bool = False  # soft mutual-NN filtering of the correlation at test time (an option; not in the paper)
 
     def __post_init__(self):
         self.levels = [[str(source) for source in level] for level in self.levels]
@@ -246,6 +248,8 @@ class SFNetMatcher(Matcher):
         source_image, target_image = read_image(source), read_image(target)
         with torch.no_grad():
             correlation = self.head.correlate(self._adapted(target_image), self._adapted(source_image))
+            if self.config.test_mutual:
+                correlation = mutual_nn_filter(correlation)
             return self.head.argmax(correlation, self.config.test_argmax)[0]
 
     def estimate_mapping(self, source: ImageLike, target: ImageLike) -> np.ndarray:
@@ -260,7 +264,8 @@ class SFNetMatcher(Matcher):
 def load_sfnet(checkpoint, device="cpu", weights_files: dict | None = None, **overrides) -> SFNetMatcher:
     """An ``SFNetMatcher`` from a training checkpoint (``corrmark.train`` format), loaded strictly.
 
-    ``overrides`` may change test-time settings only (``test_argmax``, ``beta``, ``sigma``, ``image_size``).
+    ``overrides`` may change test-time settings only (``test_argmax``, ``test_mutual``, ``beta``, ``sigma``,
+    ``image_size``).
     """
     from ..train.checkpoint import read_checkpoint
 
@@ -268,7 +273,7 @@ def load_sfnet(checkpoint, device="cpu", weights_files: dict | None = None, **ov
     config = dict((payload.get("config") or {}).get("model") or {})
     if not config and "sfnet_config" in payload:
         config = dict(payload["sfnet_config"])
-    allowed = {"test_argmax", "beta", "sigma", "image_size"}
+    allowed = {"test_argmax", "test_mutual", "beta", "sigma", "image_size"}
     bad = sorted(set(overrides) - allowed)
     if bad:
         raise UnknownNameError(f"option(s) {', '.join(bad)} cannot change a trained SFNet; allowed: {', '.join(sorted(allowed))}")
