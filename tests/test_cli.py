@@ -112,3 +112,36 @@ def test_eval_stanfordextra(shared_data, tmp_path):
                  "--direction", "s2t", "--quiet", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["dataset"] == "stanfordextra" and result["pairs"] == 2
+
+
+def test_landmarks_takes_the_model_from_the_checkpoint(tmp_path, capsys):
+    # a C3 checkpoint works without --model c3 (the checkpoint's config names its method); --model still wins
+    import torch
+
+    from corrmark.models.c3 import C3Net
+    from corrmark.train.checkpoint import save_checkpoint
+
+    model = {"image_size": 32, "num_landmarks": 3, "pose_channels": 4, "appearance_channels": 8,
+             "generator_channels": 16, "flow_channels": 8}
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(tmp_path / "c3.pt", {"model": C3Net(model).state_dict(),
+                                                      "config": {"method": "c3", "model": model}})
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((40, 30, 3), np.uint8)).save(image)
+    assert main(["landmarks", str(image), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")]) == 0
+    exported = json.loads((tmp_path / "out" / "landmarks.json").read_text())
+    assert exported["model"]["name"] == "c3" and np.asarray(exported["images"][0]["points"]).shape == (3, 2)
+    assert main(["landmarks", str(image), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o2"),
+                 "--model", "jlad"]) == 2
+    assert "unknown JLAD option" in capsys.readouterr().err
+
+
+def test_a_trained_matcher_option_it_does_not_take_is_one_line(tmp_path, capsys):
+    # the jlad loader takes no image size: one line naming the option, not a TypeError traceback (checked before
+    # the checkpoint is read, so no weights are needed here)
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    assert main(["match", str(image), str(image), "--out", str(tmp_path / "o"), "--matcher", "jlad",
+                 "--checkpoint", str(tmp_path / "none.pt"), "--image-size", "224"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "image_size" in error and "weights_files" in error and "\n" not in error

@@ -134,7 +134,7 @@ def _cmd_eval_landmarks(args) -> int:
     from .eval.landmarks import evaluate_landmarks, pfwillow_landmark_images
     from .io import write_json_atomic
 
-    model = load_landmark_model(args.model, checkpoint=args.checkpoint, device=args.device)
+    model = load_landmark_model(landmark_model_name(args), checkpoint=args.checkpoint, device=args.device)
     if args.dataset == "mtfl":
         train, test = (open_image_dataset("mtfl", args.root, split) for split in ("train", "test"))
         normalisation, per_category = "inter-ocular", False
@@ -156,10 +156,21 @@ def _cmd_landmarks(args) -> int:
     from . import load_landmark_model
     from .eval.landmarks import export_landmarks
 
-    model = load_landmark_model(args.model, checkpoint=args.checkpoint, device=args.device)
+    model = load_landmark_model(landmark_model_name(args), checkpoint=args.checkpoint, device=args.device)
     written = export_landmarks(model, args.images, args.out)
     print(f"landmarks of {len(args.images)} images: {written['json']}")
     return 0
+
+
+def landmark_model_name(args) -> str:
+    """--model, else the method the checkpoint was trained with (``config.method``: jlad or c3), else jlad."""
+    if args.model is not None:
+        return args.model
+    from .models import LANDMARK_MODELS
+    from .train.checkpoint import read_checkpoint
+
+    method = (read_checkpoint(args.checkpoint).get("config") or {}).get("method")
+    return method if method in LANDMARK_MODELS else "jlad"
 
 
 def _cmd_demo(args) -> int:
@@ -278,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
                                help="mtfl: train -> AFLW test, inter-ocular; pf-willow: image split, kp-bbox")
     landmark_eval.add_argument("--root", required=True)
     landmark_eval.add_argument("--checkpoint", required=True)
-    landmark_eval.add_argument("--model", default="jlad", help="landmark model name (default: jlad)")
+    landmark_eval.add_argument("--model", default=None,
+                               help="landmark model: jlad or c3 (default: the checkpoint's method, else jlad)")
     landmark_eval.add_argument("--train-limit", type=int, default=None, help="fit the regression on N training images")
     landmark_eval.add_argument("--test-limit", type=int, default=None)
     landmark_eval.add_argument("--figure", default=None, help="PNG of discovered landmarks on test images")
@@ -290,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     landmarks = commands.add_parser("landmarks", help="detect, draw and export landmarks (JSON) on images")
     landmarks.add_argument("images", nargs="+")
     landmarks.add_argument("--checkpoint", required=True)
-    landmarks.add_argument("--model", default="jlad")
+    landmarks.add_argument("--model", default=None,
+                           help="landmark model: jlad or c3 (default: the checkpoint's method, else jlad)")
     landmarks.add_argument("--out", required=True)
     landmarks.add_argument("--device", default="cpu")
     landmarks.set_defaults(handler=_cmd_landmarks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 
 from ..errors import CheckpointError, UnknownNameError
 from .base import LandmarkModel, Matcher, read_mapping_at
@@ -22,9 +23,24 @@ def _trained(module: str, loader: str, what: str, checkpoint_hint: str = "final.
     def build(checkpoint=None, device="cpu", **options):
         if checkpoint is None:
             raise CheckpointError(f"the {what} needs trained weights: pass --checkpoint <{checkpoint_hint}>")
-        return getattr(importlib.import_module(module, __package__), loader)(checkpoint, device=device, **options)
+        load = getattr(importlib.import_module(module, __package__), loader)
+        accepted = _keyword_names(load)
+        unknown = sorted(set(options) - accepted) if accepted is not None else []
+        if unknown:  # a loader without **options would raise a TypeError traceback instead of this line
+            raise UnknownNameError(f"unknown {what} option(s) {', '.join(unknown)}; "
+                                   f"options: {', '.join(sorted(accepted)) or 'none'}")
+        return load(checkpoint, device=device, **options)
 
     return build
+
+
+def _keyword_names(function) -> set[str] | None:
+    """The options a loader takes besides checkpoint and device; None when it takes ``**options`` (checked there)."""
+    parameters = inspect.signature(function).parameters.values()
+    if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+        return None
+    return {parameter.name for parameter in parameters
+            if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)} - {"checkpoint", "device"}
 
 
 _build_sfnet = _trained(".sfnet", "load_sfnet", "'sfnet' matcher")
