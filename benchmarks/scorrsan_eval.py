@@ -5,6 +5,9 @@ Protocols (docs/SCORRSAN.md), all t2s (target keypoints -> source, scored on the
 - ``faces``: the seeded AFLW test pair list (``--count`` faces chosen with ``--seed`` from MTFL ``testing.txt``,
   pair i = (face i, face i+1 mod count)); thresholds kp-bbox and inter-ocular (eyes = landmarks 0 and 1).
 - ``pf-willow``: the 200 test pairs of the PF-WILLOW split by image (images 5-9 of each subclass); kp-bbox.
+- ``stanfordextra``: one leave-one-breed-out fold (``--held-out-breed``, a name or an index of the case-insensitively
+  sorted breeds): every ordered pair of dogs of the held-out breed, keypoints visible in both; kp-bbox. The pair set
+  is closed under reversal, so these t2s numbers equal s2t (kp-bbox of the target) exactly.
 
 What is evaluated:
 
@@ -37,7 +40,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from corrmark.data.keypoint_pairs import FacePairs, build_keypoint_bank, pfwillow_images  # noqa: E402
+from corrmark.data.keypoint_pairs import (FacePairs, build_keypoint_bank, pfwillow_images,  # noqa: E402
+                                          stanfordextra_fold)
+from corrmark.errors import CorrmarkError  # noqa: E402
 from corrmark.eval.interocular import InterOcularPCK  # noqa: E402
 from corrmark.eval.pck import PCKAccumulator, PCKProtocol, evaluation_side  # noqa: E402
 from corrmark.eval.runner import machine_info  # noqa: E402
@@ -48,7 +53,8 @@ from corrmark.train.scorrsan import evaluate_pairs  # noqa: E402
 
 ALPHAS = (0.05, 0.1, 0.15)
 SHARED = ROOT.parent / "shared" / "data"
-DEFAULT_ROOTS = {"faces": SHARED / "mtfl", "pf-willow": SHARED / "pf-willow"}
+DEFAULT_ROOTS = {"faces": SHARED / "mtfl", "pf-willow": SHARED / "pf-willow",
+                 "stanfordextra": SHARED / "stanfordextra-sample"}
 
 
 class UntrainedHead(ScorrsanHead):
@@ -58,17 +64,32 @@ class UntrainedHead(ScorrsanHead):
         return l2_normalize(features)
 
 
-def test_bank(protocol: str, root, model: ScorrsanConfig, count: int, seed: int):
+def test_bank(protocol: str, root, model: ScorrsanConfig, count: int, seed: int, held_out_breed=None):
     """``(bank, pairs, categories, description)`` of the protocol's test pairs."""
     if protocol == "faces":
         faces = FacePairs(root, count, seed, load_images=False)
         bank = build_keypoint_bank(faces.items, model.backbone, model.layers, model.image_size, views=1)
         return bank, faces.pairs, None, faces.describe()
+    if protocol == "stanfordextra":
+        fold = stanfordextra_fold(root, held_out_breed)
+        bank = build_keypoint_bank(fold.test_items, model.backbone, model.layers, model.image_size, views=1)
+        return bank, fold.test_pairs, [fold.held_out_breed] * len(fold.test_pairs), {
+            "name": "stanfordextra", "held_out_breed": fold.held_out_breed, "images": len(fold.test_items),
+            "pairs": len(fold.test_pairs), "split_rule": "every ordered pair within the held-out breed"}
     items, pairs, pair_ids = pfwillow_images(root, "test")
     bank = build_keypoint_bank(items, model.backbone, model.layers, model.image_size, views=1)
     categories = [pair_id.split("/")[0] for pair_id in pair_ids]
     return bank, pairs, categories, {"name": "pf-willow", "split": "test", "pairs": len(pairs),
                                      "split_rule": "images 5-9 (sorted by name) of each subclass"}
+
+
+def check_same_fold(config: dict, test_set: dict) -> None:
+    """A leave-one-breed-out checkpoint may only be tested on its own held-out breed (else it saw those dogs)."""
+    trained_without = (config.get("data_info") or {}).get("held_out_breed")
+    tested_on = test_set.get("held_out_breed")
+    if tested_on is not None and trained_without != tested_on:
+        raise CorrmarkError(f"this checkpoint held out {trained_without!r} in training; its test breed must be the "
+                            f"same, got {tested_on!r}")
 
 
 def evaluate_matcher_pairs(matcher, dataset, interocular: bool, limit=None) -> dict:
@@ -92,7 +113,7 @@ def evaluate_matcher_pairs(matcher, dataset, interocular: bool, limit=None) -> d
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--protocol", choices=["faces", "pf-willow"], required=True)
+    parser.add_argument("--protocol", choices=["faces", "pf-willow", "stanfordextra"], required=True)
     parser.add_argument("--root", default=None)
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--checkpoint")
@@ -102,6 +123,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--path", choices=["bank", "matcher"], default="bank")
     parser.add_argument("--count", type=int, default=1000, help="faces: test faces (= pairs)")
     parser.add_argument("--seed", type=int, default=0, help="faces: pair-list seed")
+    parser.add_argument("--held-out-breed", type=breed_argument, default=None,
+                        help="stanfordextra: the fold's held-out breed (name or index)")
     parser.add_argument("--limit", type=int, default=None, help="first N pairs of the list only")
     parser.add_argument("--label", default=None)
     parser.add_argument("--threads", type=int, default=1)
@@ -124,19 +147,24 @@ def main(argv=None) -> dict:
 
         matcher = load_matcher("scorrsan", checkpoint=args.checkpoint, head=args.head)
         config = read_checkpoint(args.checkpoint)["config"]
+        if args.protocol == "stanfordextra":
+            check_same_fold(config, {"held_out_breed": _held_out_breed(args, root)})
         metrics = evaluate_matcher_pairs(matcher, _dataset(args, root), interocular, args.limit)
         evaluated = {"matcher": matcher.describe(), "path": "matcher"}
     else:
         if args.untrained:
             model = ScorrsanConfig(sce=False)
-            bank, pairs, categories, description = test_bank(args.protocol, root, model, args.count, args.seed)
+            bank, pairs, categories, description = test_bank(args.protocol, root, model, args.count, args.seed,
+                                                             args.held_out_breed)
             head = UntrainedHead(model, bank.channels, bank.stride).eval()
             evaluated = {"untrained_pipeline": model.to_dict(), "path": "bank"}
         else:
             payload = read_checkpoint(args.checkpoint)
             config = payload["config"]
             head, model, _ = head_from_checkpoint(payload, args.head)
-            bank, pairs, categories, description = test_bank(args.protocol, root, model, args.count, args.seed)
+            bank, pairs, categories, description = test_bank(args.protocol, root, model, args.count, args.seed,
+                                                             args.held_out_breed)
+            check_same_fold(config, description)
             evaluated = {"checkpoint": args.checkpoint, "head": args.head, "path": "bank",
                          "selected_head": (payload.get("metrics") or {}).get("selected_head"),
                          "train_metrics": payload.get("metrics")}
@@ -145,30 +173,53 @@ def main(argv=None) -> dict:
             categories = categories[:args.limit] if categories is not None else None
         metrics = evaluate_pairs(head, bank, pairs, ALPHAS, interocular=interocular, categories=categories)
         metrics["test_set"] = description
+    pf_willow_split = "test (images 5-9 per subclass, 200 pairs)" if args.protocol == "pf-willow" else None
+    protocol = {"name": args.protocol, "direction": "t2s", "averaging": "pair", "alphas": list(ALPHAS),
+                "thresholds": ["kp-bbox", "inter-ocular"] if interocular else ["kp-bbox"],
+                "faces": {"count": args.count, "seed": args.seed} if interocular else None, "limit": args.limit,
+                "pf_willow_split": pf_willow_split}
+    if args.protocol == "stanfordextra":
+        protocol["held_out_breed"] = _held_out_breed(args, root)
+    return write_result(args.json, args.label, argv, protocol, evaluated, config, metrics,
+                        time.perf_counter() - started)
+
+
+def write_result(json_path, label, argv, protocol, evaluated, config, metrics, seconds) -> dict:
+    """One benchmark row as JSON (command, protocol, what was evaluated, config, metrics, seconds, machine); prints
+    a one-line PCK summary."""
     result = {
-        "label": args.label or Path(args.json).stem,
+        "label": label or Path(json_path).stem,
         "command": "PYTHONPATH=src python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
-        "protocol": {"name": args.protocol, "direction": "t2s", "averaging": "pair", "alphas": list(ALPHAS),
-                     "thresholds": ["kp-bbox", "inter-ocular"] if interocular else ["kp-bbox"],
-                     "faces": {"count": args.count, "seed": args.seed} if interocular else None, "limit": args.limit,
-                     "pf_willow_split": None if interocular else "test (images 5-9 per subclass, 200 pairs)"},
+        "protocol": protocol,
         "evaluated": evaluated,
         "config": config,
         "metrics": metrics,
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": round(seconds, 1),
         "machine": machine_info(),
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
+    Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(json_path).write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
     summary = {name: {k: round(v, 4) for k, v in block["pck"].items() if v is not None}
                for name, block in metrics.items() if isinstance(block, dict) and "pck" in block}
     print(json.dumps({"label": result["label"], **summary, "seconds": result["seconds"]}))
     return result
 
 
+def breed_argument(text: str):
+    return int(text) if text.isdigit() else text  # "2" is the fold index, "Weimaraner" a name
+
+
+def _held_out_breed(args, root) -> str:
+    return stanfordextra_fold(root, args.held_out_breed).held_out_breed
+
+
 def _dataset(args, root):
     if args.protocol == "faces":
         return FacePairs(root, args.count, args.seed)
+    if args.protocol == "stanfordextra":
+        from corrmark.data.stanfordextra import StanfordExtra
+
+        return StanfordExtra(root, breeds=[_held_out_breed(args, root)])  # same images and pair order as the fold
     from corrmark.data.pf_willow import PFWillow
 
     return PFWillow(root, "test")

@@ -13,7 +13,9 @@ Protocol helpers:
 - ``face_test_pairs(count, images, seed)``: the seeded AFLW test pair list (``count`` distinct images, pair ``i`` =
   (image ``i``, image ``i + 1 mod count``), so every image is once a source and once a target).
 - ``pfwillow_images(root, split)``: the images of a PF-WILLOW split with their pair list (the 200 ordered pairs).
-- ``stanfordextra_images(root, held_out_breed)``: dogs for leave-one-breed-out.
+- ``stanfordextra_images(root)``: every dog with its 24 joints, ``group`` = breed.
+- ``stanfordextra_fold(root, held_out_breed)``: one leave-one-breed-out fold: training pairs over the other breeds
+  (within and across breeds), test pairs within the held-out breed.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..errors import CorrmarkError
+from ..errors import CorrmarkError, UnknownNameError
 from ..io import read_image
 
 BANK_VERSION = 1
@@ -274,6 +276,54 @@ def stanfordextra_images(root) -> list[KeypointImage]:
     dataset = StanfordExtra(root, load_images=False)
     return [KeypointImage(str(image["path"]), np.asarray(image["points"], dtype=np.float64), tuple(image["shape"]),
                           image["breed"]) for image in dataset.images]
+
+
+def stanfordextra_breeds(items: list[KeypointImage]) -> list[str]:
+    """The breeds of ``items`` sorted case-insensitively: fold ``i`` of leave-one-breed-out holds out breed ``i``."""
+    return sorted({item.group for item in items}, key=str.lower)
+
+
+def resolve_breed(breeds: list[str], held_out_breed) -> str:
+    """``held_out_breed`` as a breed name: a name (case-insensitive) or an index into ``breeds``."""
+    if held_out_breed is None:
+        raise CorrmarkError(f"leave-one-breed-out needs held_out_breed: a name or an index of {', '.join(breeds)}")
+    if isinstance(held_out_breed, (int, np.integer)) and not isinstance(held_out_breed, bool):
+        if not 0 <= int(held_out_breed) < len(breeds):
+            raise CorrmarkError(f"held_out_breed index {held_out_breed} is out of range: {len(breeds)} breeds")
+        return breeds[int(held_out_breed)]
+    by_name = {breed.lower(): breed for breed in breeds}
+    name = str(held_out_breed).lower()
+    if name not in by_name:
+        raise UnknownNameError(f"unknown held_out_breed {held_out_breed!r}; breeds: {', '.join(breeds)}")
+    return by_name[name]
+
+
+def ordered_pairs(count: int) -> list[tuple[int, int]]:
+    """Every ordered pair of distinct indices below ``count``."""
+    return [(first, second) for first in range(count) for second in range(count) if first != second]
+
+
+@dataclass
+class BreedFold:
+    """One leave-one-breed-out fold. Pairs index into their own item list as (source, target)."""
+
+    held_out_breed: str
+    train_items: list[KeypointImage]
+    train_pairs: list[tuple[int, int]]
+    test_items: list[KeypointImage]
+    test_pairs: list[tuple[int, int]]
+
+
+def stanfordextra_fold(root, held_out_breed) -> BreedFold:
+    """Train on every ordered pair of dogs of the other breeds (within and across breeds), test on every ordered pair
+    within ``held_out_breed`` (a name or an index of :func:`stanfordextra_breeds`). Items keep the annotation order."""
+    items = stanfordextra_images(root)
+    breed = resolve_breed(stanfordextra_breeds(items), held_out_breed)
+    train_items = [item for item in items if item.group != breed]
+    test_items = [item for item in items if item.group == breed]
+    if len(test_items) < 2:
+        raise CorrmarkError(f"held-out breed {breed} has {len(test_items)} image(s); a test pair needs two")
+    return BreedFold(breed, train_items, ordered_pairs(len(train_items)), test_items, ordered_pairs(len(test_items)))
 
 
 class FacePairs:

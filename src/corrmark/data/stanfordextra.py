@@ -6,9 +6,9 @@ img_bbox: [x, y, w, h], is_multiple_dogs, seg}`` where ``seg`` is a COCO compres
 become NaN rows.
 
 Pairs: every ordered pair of distinct images (25 images -> 600 pairs), or only pairs of the same breed with
-``same_breed_only=True``. ``valid`` = visible in both. ``category`` is ``"dog"``; the breeds (the image folder name
-without its WordNet id) are in ``flags['source_breed']``/``flags['target_breed']``. ``source_bbox`` = ``[x, y, x + w,
-y + h]`` of ``img_bbox``.
+``same_breed_only=True``; ``breeds=[...]`` keeps only the images of those breeds (e.g. a held-out breed). ``valid`` =
+visible in both. ``category`` is ``"dog"``; the breeds (the image folder name without its WordNet id) are in
+``flags['source_breed']``/``flags['target_breed']``. ``source_bbox`` = ``[x, y, x + w, y + h]`` of ``img_bbox``.
 
 ``root`` is the folder with the JSON and the images: the JSON is ``json_file`` or the single ``StanfordExtra*.json``
 in ``root``; images are looked up in ``image_dir`` or the first of ``sample_imgs/``, ``Images/``, ``images/`` that
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DatasetError
+from ..errors import DatasetError, UnknownNameError
 from .base import PairDataset, check_files_exist, first_existing, load_json, pair_record, require_dir
 from .rle import decode_rle
 
@@ -36,7 +36,7 @@ class StanfordExtra(PairDataset):
     name = "stanfordextra"
 
     def __init__(self, root, split=None, *, json_file=None, image_dir=None, same_breed_only: bool = False,
-                 load_images: bool = True):  # fmt: skip
+                 breeds=None, load_images: bool = True):  # fmt: skip
         super().__init__(root, load_images=load_images)
         require_dir(self.root, "StanfordExtra")
         self.json_file = Path(json_file) if json_file else find_json(self.root)
@@ -45,6 +45,8 @@ class StanfordExtra(PairDataset):
         )
         self.same_breed_only = same_breed_only
         self.images = [self._read_image_record(entry, i) for i, entry in enumerate(self._load_entries())]
+        if breeds is not None:
+            self.images = self._only_breeds(breeds)
         check_files_exist([image["path"] for image in self.images], "StanfordExtra", self.json_file)
         self._pair_indices: list[tuple[int, int]] = []
         for first, second in itertools.permutations(range(len(self.images)), 2):
@@ -77,6 +79,13 @@ class StanfordExtra(PairDataset):
             "breed": folder.split("-", 1)[-1],
             "multiple_dogs": bool(entry.get("is_multiple_dogs", False)),
         }
+
+    def _only_breeds(self, breeds) -> list[dict]:
+        wanted = set(breeds)
+        unknown = sorted(wanted - {image["breed"] for image in self.images})
+        if unknown:
+            raise UnknownNameError(f"StanfordExtra: no image of breed(s) {', '.join(unknown)} in {self.json_file}")
+        return [image for image in self.images if image["breed"] in wanted]
 
     def _pair(self, first: int, second: int) -> dict:
         source, target = self.images[first], self.images[second]

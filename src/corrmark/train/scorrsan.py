@@ -27,10 +27,10 @@ Config::
       limit: 1000              # mtfl: training faces (seeded by data_seed)
       views: 2                 # mtfl: plain + mirrored
       batch_size: 8
-      steps_per_epoch: 100     # random pairs (mtfl, stanfordextra); pf-willow uses its 200 fixed train pairs
+      steps_per_epoch: 100     # mtfl random pairs; pf-willow / stanfordextra use their fixed train pairs
       data_seed: 0
       validation: {limit: 200} # mtfl: held-out training faces for MT head selection (pf-willow: the train pairs)
-      held_out_breed: null     # stanfordextra: the breed left out of training
+      held_out_breed: 0        # stanfordextra: the breed left out (name or index, see stanfordextra_fold)
     teacher_student:
       variant: none            # none | st | mt
       teacher: runs/scorrsan_faces_baseline/final.pt   # st only
@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from ..data.keypoint_pairs import (FixedPairs, KeypointBank, RandomPairs, build_keypoint_bank, face_test_pairs,
-                                   mtfl_images, pfwillow_images, stanfordextra_images)
+                                   mtfl_images, pfwillow_images, stanfordextra_fold)
 from ..errors import CorrmarkError, UnknownNameError
 from ..losses.scorrsan import (dilate_mask, keypoint_mask, mask_positions, pseudo_label_loss, selection_ratio,
                                sparse_flow_loss)
@@ -112,14 +112,10 @@ def training_data(data: dict, model: ScorrsanConfig, device="cpu", weights_files
         train_bank = bank(items)
         return train_bank, FixedPairs(train_bank, pairs, batch_size), (train_bank, pairs)
     if kind == "stanfordextra":
-        items = stanfordextra_images(_root(data))
-        held_out = data.get("held_out_breed")
-        train_items = [item for item in items if item.group != held_out]
-        for item in train_items:
-            item.group = "dog"  # pairs across the remaining breeds
-        train_bank = bank(train_items)
-        pairs = [(i, j) for i in range(len(train_items)) for j in range(len(train_items)) if i != j]
-        return train_bank, FixedPairs(train_bank, pairs, batch_size), (train_bank, pairs)
+        fold = stanfordextra_fold(_root(data), data.get("held_out_breed"))
+        train_bank = bank(fold.train_items)  # the held-out breed's images are not even in the bank
+        train_bank.meta["held_out_breed"] = fold.held_out_breed
+        return train_bank, FixedPairs(train_bank, fold.train_pairs, batch_size), (train_bank, fold.train_pairs)
     raise UnknownNameError(f"unknown SCorrSAN training dataset {kind!r}; use mtfl, pf-willow or stanfordextra")
 
 
