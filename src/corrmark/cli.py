@@ -121,10 +121,12 @@ def _cmd_match(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from .train import run_config
+    from .train import DistributedSetup, run_config
 
     final = run_config(args.config, out_dir=args.out, resume=args.resume, device=args.device, progress=not args.quiet)
-    print(f"final checkpoint: {final}")
+    setup = DistributedSetup.from_environment()
+    if setup is None or setup.is_main:  # under torchrun one line, not one per process
+        print(f"final checkpoint: {final}")
     return 0
 
 
