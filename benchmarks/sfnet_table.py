@@ -13,10 +13,10 @@ def main():
     pck_rows, mask_rows, other = [], [], []
     for path in sorted(RESULTS.glob("sfnet_*.json")):
         row = json.loads(path.read_text())
-        metrics = row["metrics"]
+        metrics = row.get("metrics", row)  # `corrmark eval --json` files hold the metrics at the top level
         if "pck" in metrics:
             pck = metrics["pck"]
-            pairs = row["protocol"].get("pairs", metrics.get("pairs"))
+            pairs = row.get("protocol", {}).get("pairs", metrics.get("pairs"))
             pck_rows.append(f"| {path.stem} | {pck['0.05']:.3f} | {pck['0.1']:.3f} | {pck['0.15']:.3f} | {pairs} | "
                             f"{metrics.get('seconds_per_pair', '-')} |")
         elif "lt_acc" in metrics:
