@@ -145,3 +145,56 @@ def test_a_trained_matcher_option_it_does_not_take_is_one_line(tmp_path, capsys)
                  "--checkpoint", str(tmp_path / "none.pt"), "--image-size", "224"]) == 2
     error = capsys.readouterr().err.strip()
     assert "image_size" in error and "weights_files" in error and "\n" not in error
+
+
+def test_train_seed_repeats_the_run_in_its_own_folder(tmp_path, monkeypatch, capsys):
+    """``--seed N`` changes the seed, the name and the default folder (never resumes the original run) and the
+    checkpoint records the seed it ran with; the same seed twice gives the same weights."""
+    import torch
+    from test_distributed import ToyData, toy_step
+
+    from corrmark.train import read_checkpoint, register_method
+    from corrmark.train.runner import Experiment
+
+    def build(config, device):
+        model = torch.nn.Linear(4, 1)  # initialised from the run's seed (seed_everything before the build)
+        return Experiment(model=model, optimizer_factory=lambda p: torch.optim.SGD(p, lr=0.05), step=toy_step,
+                          data=ToyData(), max_steps=2)
+
+    register_method("toy-seed", build)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "toy.yaml").write_text("method: toy-seed\nname: toy\nseed: 0\noutput: runs/toy\n")
+    assert main(["train", "toy.yaml", "--quiet"]) == 0
+    assert main(["train", "toy.yaml", "--quiet", "--seed", "3"]) == 0
+    assert main(["train", "toy.yaml", "--quiet", "--seed", "3", "--out", "again"]) == 0
+    original = read_checkpoint(tmp_path / "runs/toy/final.pt")
+    repeat = read_checkpoint(tmp_path / "runs/toy_seed3/final.pt")
+    again = read_checkpoint(tmp_path / "again/final.pt")
+    assert original["config"]["seed"] == 0 and repeat["config"]["seed"] == 3
+    assert repeat["config"]["name"] == "toy_seed3"
+    assert not torch.equal(original["model"]["weight"], repeat["model"]["weight"])
+    assert torch.equal(repeat["model"]["weight"], again["model"]["weight"])
+    assert "runs/toy_seed3/final.pt" in capsys.readouterr().out
+
+
+def test_train_quiet_reaches_the_builder(tmp_path, monkeypatch):
+    """``--quiet`` silences the builders' bars (feature banks, image loading) too, not only the step bar."""
+    import torch
+    from test_distributed import ToyData, toy_step
+
+    from corrmark.train import register_method
+    from corrmark.train.runner import Experiment
+
+    seen = []
+
+    def build(config, device, progress=True):
+        seen.append(progress)
+        return Experiment(model=torch.nn.Linear(4, 1), optimizer_factory=lambda p: torch.optim.SGD(p, lr=0.05),
+                          step=toy_step, data=ToyData(), max_steps=1)
+
+    register_method("toy-quiet", build)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "toy.yaml").write_text("method: toy-quiet\nname: toy\n")
+    assert main(["train", "toy.yaml", "--quiet", "--out", "a"]) == 0
+    assert main(["train", "toy.yaml", "--out", "b"]) == 0
+    assert seen == [False, True]

@@ -121,9 +121,13 @@ def _cmd_match(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from .train import DistributedSetup, run_config
+    from .train import DistributedSetup, run_config, seeded_config
 
-    final = run_config(args.config, out_dir=args.out, resume=args.resume, device=args.device, progress=not args.quiet)
+    config, out_dir = args.config, args.out
+    if args.seed is not None:  # a repeat of the experiment with another seed, in its own folder
+        config = seeded_config(args.config, args.seed)
+        out_dir = out_dir or config["output"]
+    final = run_config(config, out_dir=out_dir, resume=args.resume, device=args.device, progress=not args.quiet)
     setup = DistributedSetup.from_environment()
     if setup is None or setup.is_main:  # under torchrun one line, not one per process
         print(f"final checkpoint: {final}")
@@ -284,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the output folder")
     train.add_argument("--device", default="cpu")
     train.add_argument("--quiet", action="store_true")
+    train.add_argument("--seed", type=int, default=None,
+                       help="override the config's seed; the default output folder gets a _seed<N> suffix")
     train.set_defaults(handler=_cmd_train)
 
     landmark_eval = commands.add_parser("eval-landmarks", help="landmark error: linear regression to annotations")

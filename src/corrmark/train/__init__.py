@@ -8,7 +8,7 @@ Under ``torchrun`` the same calls train data-parallel (``corrmark.train.distribu
 from .checkpoint import (capture_rng_state, check_state_keys, latest_checkpoint, load_checkpoint, read_checkpoint,
                          restore_rng_state, save_checkpoint, seed_everything)
 from .distributed import DistributedSetup
-from .runner import METHODS, Experiment, load_config, register_method, run_config
+from .runner import METHODS, Experiment, load_config, register_method, run_config, seeded_config
 from .trainer import BatchSource, Trainer, cosine_schedule, move_to_device
 
 register_method("scorrsan", "corrmark.train.scorrsan:build_experiment")
@@ -18,5 +18,5 @@ register_method("c3", "corrmark.train.c3:build_experiment")
 __all__ = [
     "METHODS", "BatchSource", "DistributedSetup", "Experiment", "Trainer", "capture_rng_state", "check_state_keys",
     "cosine_schedule", "latest_checkpoint", "load_checkpoint", "load_config", "move_to_device", "read_checkpoint",
-    "register_method", "restore_rng_state", "run_config", "save_checkpoint", "seed_everything",
+    "register_method", "restore_rng_state", "run_config", "save_checkpoint", "seed_everything", "seeded_config",
 ]

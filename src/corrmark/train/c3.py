@@ -291,9 +291,9 @@ class C3Step:
 
 
 def build_experiment(config: dict, device="cpu", images: torch.Tensor | None = None,
-                     perceptual: bool | None = None) -> Experiment:
+                     perceptual: bool | None = None, progress: bool = True) -> Experiment:
     """``method: c3`` -> Experiment (module docstring). ``images`` (uint8 ``(N, 3, L, L)``) skips reading the
-    sources (tests); ``perceptual=False`` drops the perceptual term (tests)."""
+    sources (tests); ``perceptual=False`` drops the perceptual term (tests); ``progress`` shows the image bar."""
     model_config = C3Config.from_dict(config.get("model"))
     config["model"] = model_config.to_dict()
     options = loss_options(config.get("loss"), model_config.num_landmarks)
@@ -307,7 +307,7 @@ def build_experiment(config: dict, device="cpu", images: torch.Tensor | None = N
             raise CorrmarkError("the C3 config needs data.sources (training images)")
         started = time.perf_counter()
         paths = collect_paths(list(data["sources"]), int(data.get("data_seed", 0)))
-        images = load_collection(paths, int(data.get("load_size", model_config.image_size)))
+        images = load_collection(paths, int(data.get("load_size", model_config.image_size)), progress=progress)
         config.setdefault("data_info", {"images": len(paths), "load_seconds": round(time.perf_counter() - started, 1)})
     use_perceptual = float(options["perceptual"]) > 0 if perceptual is None else perceptual
     network = None

@@ -398,9 +398,9 @@ def step_schedule(total_steps: int, milestones=(0.6, 0.9), factor: float = 0.1):
     return lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
 
 
-def build_experiment(config: dict, device="cpu", bank: JLADBank | None = None) -> Experiment:
+def build_experiment(config: dict, device="cpu", bank: JLADBank | None = None, progress: bool = True) -> Experiment:
     """``method: jlad`` -> Experiment (see the module docstring for the config). ``bank`` skips the feature bank
-    (tests)."""
+    (tests); ``progress`` shows the feature bar."""
     model_config = JLADConfig.from_dict(config.get("model"))
     config["model"] = model_config.to_dict()
     schedule = JLADSchedule.from_dict(config.get("schedule"))
@@ -415,7 +415,7 @@ def build_experiment(config: dict, device="cpu", bank: JLADBank | None = None) -
         data_seed = int(data.get("data_seed", 0))
         items = collect_images(list(data["sources"]), data_seed)
         bank = build_bank(model_config, items, int(data.get("views", 3)), data.get("warp"), data_seed, device=device,
-                          weights_files=config.get("weights_files"))
+                          weights_files=config.get("weights_files"), progress=progress)
         config.setdefault("data_info", bank.meta)
     torch.manual_seed(int(config.get("seed", 0)))  # the bank (or its cache) must not change the initial weights
     net = JLADNet(model_config, bank.channels)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -77,6 +78,18 @@ def load_config(path_or_dict) -> dict:
     return config
 
 
+def seeded_config(path_or_dict, seed: int) -> dict:
+    """The config with ``seed`` replaced, named and placed apart (``<name>_seed<N>``, ``<output>_seed<N>``) so a
+    repeat never resumes from or overwrites the original run. The data seed is kept: only initialisation and batch
+    order change."""
+    config = load_config(path_or_dict)
+    name = str(config.get("name") or config.get("method") or "run")
+    config["output"] = f"{config.get('output') or Path('runs') / name}_seed{int(seed)}"
+    config["name"] = f"{name}_seed{int(seed)}"
+    config["seed"] = int(seed)
+    return config
+
+
 def run_config(path_or_dict, out_dir=None, resume: bool = False, device="cpu", progress: bool = True,
                stop_after: int | None = None, distributed=None) -> Path:
     """Train the experiment of a config; returns the path of the final checkpoint (``<out_dir>/final.pt``).
@@ -105,7 +118,7 @@ def _run(config: dict, out_dir, resume: bool, device, progress: bool, stop_after
         torch.set_num_threads(int(threads))
     seed = int(config.get("seed", 0))
     seed_everything(seed)  # model initialisation is part of the run: same seed, same initial weights
-    experiment = _build_rank_zero_first(_builder(str(method)), config, device, setup)
+    experiment = _build_rank_zero_first(_builder(str(method)), config, device, setup, progress)
     options = {"log_every": train.get("log_every", 10), "checkpoint_every": train.get("checkpoint_every", 100),
                "keep_checkpoints": train.get("keep_checkpoints", 2)}
     options.update(experiment.trainer_options)
@@ -117,11 +130,16 @@ def _run(config: dict, out_dir, resume: bool, device, progress: bool, stop_after
     return trainer.fit(resume=resume, stop_after=stop_after)
 
 
-def _build_rank_zero_first(builder: Callable, config: dict, device, setup: DistributedSetup | None) -> Experiment:
-    """Rank 0 builds first (extracting and caching the frozen features); the other ranks then load the cache."""
+def _build_rank_zero_first(builder: Callable, config: dict, device, setup: DistributedSetup | None,
+                           progress: bool = True) -> Experiment:
+    """Rank 0 builds first (extracting and caching the frozen features); the other ranks then load the cache.
+    A builder that takes ``progress`` is told whether to show its bars (only rank 0 shows them)."""
     if setup is not None and not setup.is_main:
         barrier(setup)
-    experiment = builder(config, device)
+    options = {}
+    if "progress" in inspect.signature(builder).parameters:
+        options["progress"] = progress and (setup is None or setup.is_main)
+    experiment = builder(config, device, **options)
     if setup is not None and setup.is_main:
         barrier(setup)
     return experiment

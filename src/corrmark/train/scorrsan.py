@@ -227,15 +227,16 @@ class MutualStep:
 # --- the experiment -------------------------------------------------------------------------------------------------
 
 
-def build_experiment(config: dict, device="cpu") -> Experiment:
-    """``method: scorrsan`` -> Experiment (see the module docstring)."""
+def build_experiment(config: dict, device="cpu", progress: bool = True) -> Experiment:
+    """``method: scorrsan`` -> Experiment (see the module docstring); ``progress`` shows the feature bar."""
     model = ScorrsanConfig.from_dict(config.get("model"))
     config["model"] = model.to_dict()
     ts = teacher_student_options(config.get("teacher_student"))
     config["teacher_student"] = ts
     data = dict(config.get("data") or {})
     train = dict(config.get("train") or {})
-    bank, source, _ = training_data(data, model, device, config.get("weights_files"), bool(train.get("progress", True)))
+    bank, source, _ = training_data(data, model, device, config.get("weights_files"),
+                                    progress and bool(train.get("progress", True)))
     config["model_info"] = {"in_channels": bank.channels, "stride": bank.stride, "input_size": bank.size}
     config.setdefault("data_info", bank.meta)
     torch.manual_seed(int(config.get("seed", 0)))  # the cache must not change the initial weights

@@ -279,15 +279,17 @@ class _Step:
         return sfnet_step(head, batch, self.weights)
 
 
-def build_experiment(config: dict, device="cpu") -> Experiment:
-    """``method: sfnet`` -> Experiment (see the module docstring for the config)."""
+def build_experiment(config: dict, device="cpu", progress: bool = True) -> Experiment:
+    """``method: sfnet`` -> Experiment (see the module docstring for the config); ``progress`` shows the feature
+    bar."""
     model_config = SFNetConfig.from_dict(config.get("model"))
     config["model"] = model_config.to_dict()  # the checkpoint records the full model config
     data = dict(config.get("data") or {})
     if "sources" not in data:
         raise CorrmarkError("the SFNet config needs data.sources (training images)")
     train = dict(config.get("train") or {})
-    bank = build_feature_bank(model_config, data, device=device, weights_files=config.get("weights_files"))
+    bank = build_feature_bank(model_config, data, device=device, weights_files=config.get("weights_files"),
+                              progress=progress)
     config.setdefault("data_info", bank.meta)
     # seeded here: building the bank (or loading it from the cache) must not change the initial weights
     torch.manual_seed(int(config.get("seed", 0)))
