@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from corrmark.backbones import Backbone, FeatureSpec, available_backbones, build_backbone
-from corrmark.backbones._weights import CACHE_ENV, DOWNLOAD_ENV, cached_conversion, cache_dir
+from corrmark.backbones._weights import DOWNLOAD_ENV, cached_conversion, cache_dir
+from corrmark.cache import CACHE_ENV
 from corrmark.backbones.dinov2 import DinoV2Backbone
 from corrmark.backbones.efficientnet import (
     efficientnet_lite0_classifier,

@@ -9,20 +9,19 @@ from pathlib import Path
 
 import torch
 
+from ..cache import cache_root
 from ..errors import CheckpointError, CorrmarkError
 
 StateDict = dict[str, torch.Tensor]
 
 DOWNLOAD_ENV = "CORRMARK_ALLOW_DOWNLOAD"
-CACHE_ENV = "CORRMARK_CACHE"
 # Bump when a converter changes its output, so stale cache files are rebuilt instead of trusted.
 CONVERTER_VERSION = 1
 
 
 def cache_dir() -> Path:
     """Where converted weights live: ``$CORRMARK_CACHE/weights`` or ``~/.cache/corrmark/weights``."""
-    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "corrmark"
-    return Path(root) / "weights"
+    return cache_root() / "weights"
 
 
 def download_allowed() -> bool:

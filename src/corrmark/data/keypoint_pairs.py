@@ -20,9 +20,6 @@ Protocol helpers:
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..cache import FrozenBank, cache_key
 from ..errors import CorrmarkError, UnknownNameError
 from ..io import read_image
 
@@ -47,15 +45,16 @@ class KeypointImage:
     flip: list | None = field(default=None)  # keypoint permutation applied after mirroring (None: no mirror view)
 
 
-def feature_cache_dir() -> Path:
-    root = os.environ.get("CORRMARK_CACHE") or Path.home() / ".cache" / "corrmark"
-    return Path(root) / "scorrsan_features"
+CACHE_KIND = "scorrsan_features"  # folder under $CORRMARK_CACHE (corrmark.cache)
 
 
-class KeypointBank:
+class KeypointBank(FrozenBank):
     """``features`` (N*V, C, h, w) float16, ``points`` (N*V, K, 2) float32 square-input pixels, ``shapes`` (N, 2),
     ``groups`` (N,) int64, ``views`` V, ``paths`` (N), ``size`` (input side), ``stride``, ``meta``. Row of image
     ``i`` view ``v`` = ``i * V + v``."""
+
+    FIELDS = ("features", "points", "shapes", "groups", "views", "paths", "size", "stride", "meta")
+    JSON_FIELDS = frozenset({"paths", "meta"})
 
     def __init__(self, features, points, shapes, groups, views, paths, size, stride, meta):
         self.features, self.points, self.shapes, self.groups = features, points, shapes, groups
@@ -67,16 +66,6 @@ class KeypointBank:
     def channels(self) -> int:
         return int(self.features.shape[1])
 
-    def state(self) -> dict:
-        return {"features": self.features, "points": self.points, "shapes": self.shapes, "groups": self.groups,
-                "views": self.views, "size": self.size, "stride": self.stride,
-                "paths": json.dumps(self.paths), "meta": json.dumps(self.meta)}
-
-    @classmethod
-    def from_state(cls, state: dict) -> KeypointBank:
-        return cls(state["features"], state["points"], state["shapes"], state["groups"], state["views"],
-                   json.loads(state["paths"]), state["size"], state["stride"], json.loads(state["meta"]))
-
     def rows(self, images, views=None) -> torch.Tensor:
         images = torch.as_tensor(images, dtype=torch.int64)
         views = torch.zeros_like(images) if views is None else torch.as_tensor(views, dtype=torch.int64)
@@ -84,28 +73,32 @@ class KeypointBank:
 
 
 def bank_key(items: list[KeypointImage], descriptor: dict, views: int) -> str:
-    description = {"version": BANK_VERSION, "descriptor": descriptor, "views": views,
-                   "images": [(item.path, np.round(np.nan_to_num(item.points, nan=-1e6), 3).tolist(), item.group,
-                               item.flip) for item in items]}
-    return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return cache_key({"version": BANK_VERSION, "descriptor": descriptor, "views": views,
+                      "images": [(item.path, np.round(np.nan_to_num(item.points, nan=-1e6), 3).tolist(), item.group,
+                                  item.flip) for item in items]})
 
 
 def build_keypoint_bank(items: list[KeypointImage], backbone: str, layers, image_size: int, views: int = 1,
                         device="cpu", weights_files=None, cache: bool = True, progress: bool = True,
                         chunk: int = 8) -> KeypointBank:
     """Describe every image (and its mirror when ``views == 2``) with the frozen descriptor, or load the cache."""
-    from ..models.features import DescriptorExtractor, parse_backbone_spec
-    from ..models.scorrsan import original_to_input, square_size, square_tensor
-
     if views not in (1, 2):
         raise CorrmarkError(f"a keypoint bank has 1 or 2 views (plain, mirrored), got {views}")
     if not items:
         raise CorrmarkError("the keypoint bank has no images")
     descriptor = {"backbone": backbone, "layers": layers, "image_size": int(image_size)}
     key = bank_key(items, descriptor, views)
-    path = feature_cache_dir() / f"{key}.pt"
-    if cache and path.is_file():
-        return KeypointBank.from_state(torch.load(path, weights_only=True))
+    return KeypointBank.load_or_build(
+        CACHE_KIND, key, lambda: _describe_images(items, descriptor, views, key, device, weights_files, progress, chunk),
+        cache)
+
+
+def _describe_images(items: list[KeypointImage], descriptor: dict, views: int, key: str, device, weights_files,
+                     progress: bool, chunk: int) -> KeypointBank:
+    from ..models.features import DescriptorExtractor, parse_backbone_spec
+    from ..models.scorrsan import original_to_input, square_size, square_tensor
+
+    backbone, layers, image_size = descriptor["backbone"], descriptor["layers"], descriptor["image_size"]
     extractor = DescriptorExtractor(parse_backbone_spec(backbone, layers), device=device,
                                     weights_files=weights_files).eval()
     size = square_size(image_size, extractor.size_multiple)
@@ -130,17 +123,12 @@ def build_keypoint_bank(items: list[KeypointImage], backbone: str, layers, image
                     item_points[:, 0] = size - 1 - item_points[:, 0]
                 points[row, :len(item_points)] = item_points.numpy()
     groups = sorted({item.group for item in items})
-    bank = KeypointBank(torch.stack(features), torch.from_numpy(points),
+    return KeypointBank(torch.stack(features), torch.from_numpy(points),
                         torch.tensor([item.shape for item in items], dtype=torch.int64),
                         torch.tensor([groups.index(item.group) for item in items], dtype=torch.int64), views,
                         [item.path for item in items], size, extractor.stride,
                         {"key": key, "groups": groups, "images": len(items), "descriptor": descriptor,
                          "seconds": round(time.perf_counter() - started, 1)})
-    if cache:
-        from ..train.checkpoint import save_checkpoint
-
-        save_checkpoint(path, bank.state())
-    return bank
 
 
 # --- batches --------------------------------------------------------------------------------------------------------

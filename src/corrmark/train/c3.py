@@ -49,16 +49,15 @@ Config::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..cache import cache_key, load_or_build
 from ..data.synthetic import SyntheticWarp, WarpConfig, color_jitter
 from ..errors import CorrmarkError, UnknownNameError
 from ..io import read_image
@@ -86,9 +85,7 @@ SCHEDULE_DEFAULTS = {"steps": 3000, "cross_start": 600, "cross_ramp": 600}
 # --- the image collection in memory ---------------------------------------------------------------------------------
 
 
-def image_cache_dir() -> Path:
-    root = os.environ.get("CORRMARK_CACHE") or Path.home() / ".cache" / "corrmark"
-    return Path(root) / "c3_images"
+CACHE_KIND = "c3_images"  # folder under $CORRMARK_CACHE (corrmark.cache)
 
 
 def collect_paths(sources: list[dict], data_seed: int) -> list[str]:
@@ -115,19 +112,15 @@ def collect_paths(sources: list[dict], data_seed: int) -> list[str]:
 
 def load_collection(paths: list[str], load_size: int, cache: bool = True, progress: bool = True) -> torch.Tensor:
     """``(N, 3, load_size, load_size)`` uint8: every image resized once (antialiased), or the cached tensor."""
-    key = hashlib.sha256(json.dumps({"version": CACHE_VERSION, "size": int(load_size), "paths": paths}).encode())
-    path = image_cache_dir() / f"{key.hexdigest()[:20]}.pt"
-    if cache and path.is_file():
-        return torch.load(path, weights_only=True)["images"]
-    resized = torch.empty(len(paths), 3, load_size, load_size, dtype=torch.uint8)
-    for index, image_path in enumerate(tqdm(paths, desc="c3 images", disable=not progress, unit="image")):
-        image = torch.from_numpy(read_image(image_path).copy()).permute(2, 0, 1)[None].float() / 255.0
-        resized[index] = (resize_square(image, load_size)[0] * 255).round().to(torch.uint8)
-    if cache:
-        from .checkpoint import save_checkpoint
+    def build() -> dict:
+        resized = torch.empty(len(paths), 3, load_size, load_size, dtype=torch.uint8)
+        for index, image_path in enumerate(tqdm(paths, desc="c3 images", disable=not progress, unit="image")):
+            image = torch.from_numpy(read_image(image_path).copy()).permute(2, 0, 1)[None].float() / 255.0
+            resized[index] = (resize_square(image, load_size)[0] * 255).round().to(torch.uint8)
+        return {"images": resized, "paths": json.dumps(paths)}
 
-        save_checkpoint(path, {"images": resized, "paths": json.dumps(paths)})
-    return resized
+    key = cache_key({"version": CACHE_VERSION, "size": int(load_size), "paths": paths})
+    return load_or_build(CACHE_KIND, key, build, cache)["images"]
 
 
 def _warp_config(defaults: dict, values: dict | None) -> WarpConfig:

@@ -44,17 +44,15 @@ Config::
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..cache import FrozenBank, cache_key
 from ..data.synthetic import SyntheticWarp, WarpConfig
 from ..errors import CorrmarkError, UnknownNameError
 from ..io import read_image
@@ -71,9 +69,7 @@ DEFAULT_WARP = {"rotation": 15.0, "scale": (0.9, 1.9), "translation": 0.05, "tps
                 "tps_strength": 0.03, "flip_probability": 0.0}
 
 
-def feature_cache_dir() -> Path:
-    root = os.environ.get("CORRMARK_CACHE") or Path.home() / ".cache" / "corrmark"
-    return Path(root) / "jlad_features"
+CACHE_KIND = "jlad_features"  # folder under $CORRMARK_CACHE (corrmark.cache)
 
 
 # --- schedule -------------------------------------------------------------------------------------------------------
@@ -157,10 +153,13 @@ def collect_images(sources: list[dict], data_seed: int) -> list[dict]:
     return items
 
 
-class JLADBank:
+class JLADBank(FrozenBank):
     """``features`` (N*V, C, h, w) float16, ``mappings`` (N*V, h, w, 2) float32 (view grid -> view 0 grid, identity
     for view 0), ``groups`` (N,), ``shapes`` (N, 2) original (H, W), ``paths``, ``views`` V, ``size``, ``meta``.
     Row of image ``i`` view ``v`` = ``i * V + v``."""
+
+    FIELDS = ("features", "mappings", "groups", "shapes", "paths", "views", "size", "meta")
+    JSON_FIELDS = frozenset({"paths", "meta"})
 
     def __init__(self, features, mappings, groups, shapes, paths, views, size, meta):
         self.features, self.mappings, self.groups, self.shapes = features, mappings, groups, shapes
@@ -171,21 +170,12 @@ class JLADBank:
     def channels(self) -> int:
         return int(self.features.shape[1])
 
-    def state(self) -> dict:
-        return {"features": self.features, "mappings": self.mappings, "groups": self.groups, "shapes": self.shapes,
-                "paths": json.dumps(self.paths), "views": self.views, "size": self.size, "meta": json.dumps(self.meta)}
-
-    @classmethod
-    def from_state(cls, state: dict) -> JLADBank:
-        return cls(state["features"], state["mappings"], state["groups"], state["shapes"], json.loads(state["paths"]),
-                   state["views"], state["size"], json.loads(state["meta"]))
 
 
 def bank_key(model: JLADConfig, items: list[dict], views: int, warp: dict, data_seed: int) -> str:
-    description = {"version": BANK_VERSION, "backbone": model.backbone, "layers": model.layers,
-                   "image_size": model.image_size, "images": [(item["path"], item["group"]) for item in items],
-                   "views": views, "warp": warp, "data_seed": data_seed}
-    return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return cache_key({"version": BANK_VERSION, "backbone": model.backbone, "layers": model.layers,
+                      "image_size": model.image_size, "images": [(item["path"], item["group"]) for item in items],
+                      "views": views, "warp": warp, "data_seed": data_seed})
 
 
 def build_bank(model: JLADConfig, items: list[dict], views: int = 3, warp: dict | None = None, data_seed: int = 0,
@@ -194,9 +184,13 @@ def build_bank(model: JLADConfig, items: list[dict], views: int = 3, warp: dict 
     """Frozen features of ``views`` views of every image (and the true mappings of the warped views), or the cache."""
     warp_values = {**DEFAULT_WARP, **dict(warp or {})}
     key = bank_key(model, items, views, warp_values, data_seed)
-    path = feature_cache_dir() / f"{key}.pt"
-    if cache and path.is_file():
-        return JLADBank.from_state(torch.load(path, weights_only=True))
+    return JLADBank.load_or_build(
+        CACHE_KIND, key, lambda: _extract_bank(model, items, views, warp_values, data_seed, key, device, weights_files,
+                                               progress, chunk, frozen), cache)
+
+
+def _extract_bank(model: JLADConfig, items: list[dict], views: int, warp_values: dict, data_seed: int, key: str,
+                  device, weights_files, progress: bool, chunk: int, frozen: FrozenFeatures | None) -> JLADBank:
     frozen = frozen or FrozenFeatures(model, device=device, weights_files=weights_files)
     size = frozen.input_size
     warper = SyntheticWarp(WarpConfig.from_dict(warp_values))
@@ -227,17 +221,12 @@ def build_bank(model: JLADConfig, items: list[dict], views: int = 3, warp: dict 
                 features[row] = described[offset].to(torch.float16)
                 mappings[row] = grid_mapping[offset].float()
     groups = sorted({item["group"] for item in items})
-    bank = JLADBank(torch.stack(features), torch.stack(mappings),
+    return JLADBank(torch.stack(features), torch.stack(mappings),
                     torch.tensor([groups.index(item["group"]) for item in items], dtype=torch.int64),
                     torch.tensor([tuple(item["shape"]) for item in items], dtype=torch.int64),
                     [item["path"] for item in items], views, size,
                     {"key": key, "groups": groups, "images": len(items), "views": views, "warp": warp_values,
                      "seconds": round(time.perf_counter() - started, 1)})
-    if cache:
-        from .checkpoint import save_checkpoint
-
-        save_checkpoint(path, bank.state())
-    return bank
 
 
 # --- batches --------------------------------------------------------------------------------------------------------

@@ -30,17 +30,15 @@ Config (``method: sfnet``)::
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..cache import FrozenBank, cache_key
 from ..data.synthetic import SyntheticWarp, WarpConfig
 from ..errors import CorrmarkError, UnknownNameError
 from ..io import read_image
@@ -53,9 +51,7 @@ BANK_VERSION = 1
 DEFAULT_SALIENCY_THRESHOLD = 0.6  # best fixed threshold on the StanfordExtra silhouettes (docs/SFNET.md)
 
 
-def feature_cache_dir() -> Path:
-    root = os.environ.get("CORRMARK_CACHE") or Path.home() / ".cache" / "corrmark"
-    return Path(root) / "sfnet_features"
+CACHE_KIND = "sfnet_features"  # folder under $CORRMARK_CACHE (corrmark.cache)
 
 
 # --- training images with masks -------------------------------------------------------------------------------------
@@ -110,31 +106,25 @@ def _load_mask(item: dict, image: np.ndarray, saliency) -> np.ndarray:
 # --- the feature bank -----------------------------------------------------------------------------------------------
 
 
-class FeatureBank:
+class FeatureBank(FrozenBank):
     """Frozen level features and grid masks of every view: ``levels[l]`` (N * V, C_l, h_l, w_l) float16,
     ``masks`` (N * V, 1, h, w) float16 on the correlation grid, ``groups`` (N,) int, ``views`` V."""
 
+    FIELDS = ("levels", "masks", "groups", "views", "meta")
+    JSON_FIELDS = frozenset({"meta"})
+
     def __init__(self, levels, masks, groups, views, meta):
-        self.levels, self.masks, self.groups, self.views, self.meta = levels, masks, groups, views, meta
+        self.levels, self.masks, self.groups, self.views, self.meta = levels, masks, groups, int(views), meta
         self.images = len(groups)
         self.level_channels = [level.shape[1] for level in levels]
 
-    def state(self) -> dict:
-        return {"levels": self.levels, "masks": self.masks, "groups": self.groups, "views": self.views,
-                "meta": json.dumps(self.meta)}
-
-    @classmethod
-    def from_state(cls, state: dict) -> FeatureBank:
-        return cls(state["levels"], state["masks"], state["groups"], int(state["views"]), json.loads(state["meta"]))
-
 
 def bank_key(model_config: SFNetConfig, items: list[dict], views: int, warp: dict, data_seed: int) -> str:
-    description = {
+    return cache_key({
         "version": BANK_VERSION, "levels": model_config.levels, "image_size": model_config.image_size,
         "images": [(item["path"], item["group"], item["masks"], item["threshold"]) for item in items],
         "views": views, "warp": warp, "data_seed": data_seed,
-    }
-    return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    })
 
 
 def build_feature_bank(model_config: SFNetConfig, data: dict, device="cpu", weights_files=None,
@@ -145,9 +135,13 @@ def build_feature_bank(model_config: SFNetConfig, data: dict, device="cpu", weig
     warp_values = dict(data.get("warp") or {})
     items = collect_images(list(data["sources"]), data_seed)
     key = bank_key(model_config, items, views, warp_values, data_seed)
-    path = feature_cache_dir() / f"{key}.pt"
-    if cache and path.is_file():
-        return FeatureBank.from_state(torch.load(path, weights_only=True))
+    return FeatureBank.load_or_build(
+        CACHE_KIND, key, lambda: _extract_bank(model_config, items, views, warp_values, data_seed, key, device,
+                                               weights_files, progress), cache)
+
+
+def _extract_bank(model_config: SFNetConfig, items: list[dict], views: int, warp_values: dict, data_seed: int,
+                  key: str, device, weights_files, progress: bool) -> FeatureBank:
     features = SFNetFeatures(model_config.levels, device=device, weights_files=weights_files).eval()
     multiple = features.size_multiple
     size = max(multiple, int(round(model_config.image_size / multiple)) * multiple)
@@ -198,18 +192,12 @@ def build_feature_bank(model_config: SFNetConfig, data: dict, device="cpu", weig
             offset += views * size_chunk
         return stacked[torch.tensor(order)].contiguous()
 
-    bank = FeatureBank(
+    return FeatureBank(
         [interleave(parts) for parts in level_parts], interleave(mask_parts),
         torch.tensor([group_names.index(item["group"]) for item in items], dtype=torch.int64), views,
         {"images": count, "groups": group_names, "seconds": round(time.perf_counter() - started, 1), "key": key,
          "mean_mask_fraction": float(torch.cat(mask_parts).float().mean())},
     )
-    if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        from .checkpoint import save_checkpoint
-
-        save_checkpoint(path, bank.state())
-    return bank
 
 
 def _square(tensor: torch.Tensor, size: int) -> torch.Tensor:
