@@ -70,6 +70,24 @@ def test_match_writes_mapping_warp_overlay_and_points(shared_data, tmp_path, cap
     assert (out / "matches.png").is_file()
 
 
+def test_match_keeps_names_and_skips_unlabelled_points(shared_data, tmp_path):
+    """A COCO keypoints file (as ``propagate`` takes) gives ``match`` its names; v = 0 points are not transferred."""
+    folder = shared_data / "pf-willow" / "PF-dataset-WILLOW" / "duck(S)"
+    source, target = folder / "060_0000.png", folder / "060_0002.png"
+    coco = {"images": [{"id": 7, "file_name": source.name}],
+            "annotations": [{"image_id": 7, "keypoints": [50, 60, 2, 0, 0, 0, 100, 80, 1]}],
+            "categories": [{"id": 1, "name": "duck", "keypoints": ["beak", "tail", "eye"]}]}
+    points = tmp_path / "duck.json"
+    points.write_text(json.dumps(coco))
+    out = tmp_path / "out"
+    assert main(["match", str(source), str(target), "--points", str(points), "--out", str(out), "--matcher", "nn",
+                 "--backbone", "efficientnet_lite0", "--layers", "3", "--image-size", "128"]) == 0
+    written = json.loads((out / "points.json").read_text())
+    assert written["names"] == ["beak", "tail", "eye"] and written["visible"] == [True, False, True]
+    assert written["target_points"][1] is None
+    assert all(len(written["target_points"][index]) == 2 for index in (0, 2))
+
+
 def test_match_rejects_a_bad_image_and_bad_points(tmp_path, capsys):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import ImageLike, read_image, read_points_file, write_json_atomic
+from .io import ImageLike, read_image, write_json_atomic
 from .models.base import Matcher
 from .viz import blend, draw_matches, save_image, warp_image
 
@@ -18,13 +18,20 @@ def match_pair(matcher: Matcher, source: ImageLike, target: ImageLike, out_dir: 
 
     - ``mapping.npy``: (H_t, W_t, 2) float32, the source (x, y) of every target pixel;
     - ``warped_source.png``: the source warped onto the target; ``overlay.png``: that warp blended with the target;
-    - with ``points_file``: ``points.json`` (source and transferred target points) and ``matches.png``.
+    - with ``points_file``: ``points.json`` (source and transferred target points, keypoint names and visibility
+      when the file has them) and ``matches.png``. The points file takes every format of ``corrmark propagate``
+      (COCO keypoints, ``[x, y, v]`` rows, ``{"points": ..., "names": ...}``, ``[[x, y], ...]``, CSV); points that
+      are not labelled (v = 0) are not transferred (``null`` in ``target_points``).
     Returns a summary of what was written.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     source_image, target_image = read_image(source), read_image(target)
-    points = read_points_file(points_file) if points_file is not None else None  # fail early on a bad file
+    annotation = None
+    if points_file is not None:  # read first: fail early on a bad file
+        from .propagate import read_annotation
+
+        annotation = read_annotation(points_file, source if isinstance(source, (str, os.PathLike)) else "")
 
     mapping = matcher.estimate_mapping(source_image, target_image)
     _save_npy(out_dir / "mapping.npy", mapping.astype(np.float32))
@@ -33,14 +40,19 @@ def match_pair(matcher: Matcher, source: ImageLike, target: ImageLike, out_dir: 
     save_image(blend(target_image, warped), out_dir / "overlay.png")
     summary = {"mapping": str(out_dir / "mapping.npy"), "warped_source": str(out_dir / "warped_source.png"),
                "overlay": str(out_dir / "overlay.png")}
-    if points is not None:
-        transferred = matcher.transfer_keypoints(source_image, target_image, points)
+    if annotation is not None:
+        points, visible, names = annotation
+        transferred = matcher.transfer_keypoints(source_image, target_image, points[visible])
+        target_points: list = [None] * len(points)
+        for index, point in zip(np.flatnonzero(visible), transferred.tolist()):
+            target_points[index] = point
         write_json_atomic(out_dir / "points.json", {
             "source": str(source) if isinstance(source, (str, os.PathLike)) else None,
             "target": str(target) if isinstance(target, (str, os.PathLike)) else None,
-            "source_points": points.tolist(), "target_points": transferred.tolist(), "matcher": matcher.describe(),
+            "names": list(names) if names else None, "visible": visible.tolist(),
+            "source_points": points.tolist(), "target_points": target_points, "matcher": matcher.describe(),
         })
-        save_image(draw_matches(source_image, target_image, points, transferred), out_dir / "matches.png")
+        save_image(draw_matches(source_image, target_image, points[visible], transferred), out_dir / "matches.png")
         summary.update(points=str(out_dir / "points.json"), matches=str(out_dir / "matches.png"))
     return summary
 

@@ -133,9 +133,13 @@ def _same_file(image_path: Path, file_name: str) -> bool:
 
 
 def _coco_keypoint_names(data: dict, annotation: dict):
-    for category in data.get("categories") or []:
-        if category.get("id") == annotation.get("category_id") and category.get("keypoints"):
+    """The keypoint names of the annotation's category (or of the only category, when it names none)."""
+    categories = [entry for entry in data.get("categories") or [] if entry.get("keypoints")]
+    for category in categories:
+        if category.get("id") == annotation.get("category_id"):
             return list(category["keypoints"])
+    if "category_id" not in annotation and len(categories) == 1:
+        return list(categories[0]["keypoints"])
     return None
 
 
