@@ -134,16 +134,7 @@ def test_eval_stanfordextra(shared_data, tmp_path):
 
 def test_landmarks_takes_the_model_from_the_checkpoint(tmp_path, capsys):
     # a C3 checkpoint works without --model c3 (the checkpoint's config names its method); --model still wins
-    import torch
-
-    from corrmark.models.c3 import C3Net
-    from corrmark.train.checkpoint import save_checkpoint
-
-    model = {"image_size": 32, "num_landmarks": 3, "pose_channels": 4, "appearance_channels": 8,
-             "generator_channels": 16, "flow_channels": 8}
-    torch.manual_seed(0)
-    checkpoint = save_checkpoint(tmp_path / "c3.pt", {"model": C3Net(model).state_dict(),
-                                                      "config": {"method": "c3", "model": model}})
+    checkpoint = _tiny_c3_checkpoint(tmp_path / "c3.pt")
     image = tmp_path / "a.png"
     Image.fromarray(np.zeros((40, 30, 3), np.uint8)).save(image)
     assert main(["landmarks", str(image), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")]) == 0
@@ -216,3 +207,48 @@ def test_train_quiet_reaches_the_builder(tmp_path, monkeypatch):
     assert main(["train", "toy.yaml", "--quiet", "--out", "a"]) == 0
     assert main(["train", "toy.yaml", "--out", "b"]) == 0
     assert seen == [False, True]
+
+
+def _tiny_c3_checkpoint(path):
+    import torch
+
+    from corrmark.models.c3 import C3Net
+    from corrmark.train.checkpoint import save_checkpoint
+
+    model = {"image_size": 32, "num_landmarks": 3, "pose_channels": 4, "appearance_channels": 8,
+             "generator_channels": 16, "flow_channels": 8}
+    torch.manual_seed(0)
+    return save_checkpoint(path, {"model": C3Net(model).state_dict(), "config": {"method": "c3", "model": model}})
+
+
+def test_eval_landmarks_on_own_coco_annotations(tmp_path, capsys):
+    """``eval-landmarks coco``: the regression protocol on a user's COCO keypoints files (what propagate writes)."""
+    rng = np.random.default_rng(0)
+    images = tmp_path / "imgs"
+    images.mkdir()
+
+    def coco(names, unlabelled=()):
+        entries, annotations = [], []
+        for number, name in enumerate(names):
+            Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(images / name)
+            keypoints = [10 + number, 12, 2, 30, 25 + number, 0 if name in unlabelled else 2]
+            entries.append({"id": number, "file_name": name})
+            annotations.append({"id": number, "image_id": number, "category_id": 1, "keypoints": keypoints})
+        return {"images": entries, "annotations": annotations,
+                "categories": [{"id": 1, "name": "thing", "keypoints": ["a", "b"]}]}
+
+    (tmp_path / "fit.json").write_text(json.dumps(coco([f"f{i}.png" for i in range(8)], unlabelled={"f3.png"})))
+    (tmp_path / "test.json").write_text(json.dumps(coco([f"t{i}.png" for i in range(4)])))
+    checkpoint = _tiny_c3_checkpoint(tmp_path / "c3.pt")
+    out = tmp_path / "err.json"
+    assert main(["eval-landmarks", "coco", "--fit", str(tmp_path / "fit.json"), "--test", str(tmp_path / "test.json"),
+                 "--root", str(images), "--checkpoint", str(checkpoint), "--json", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert result["train_images"] == 8 and result["test_images"] == 4
+    assert result["protocol"]["normalisation"] == "kp-bbox" and len(result["per_landmark"]) == 2
+    assert np.isfinite(result["mean_error"])
+    capsys.readouterr()
+    assert main(["eval-landmarks", "coco", "--test", str(tmp_path / "test.json"), "--checkpoint", str(checkpoint)]) == 2
+    assert "--fit" in capsys.readouterr().err
+    assert main(["eval-landmarks", "mtfl", "--checkpoint", str(checkpoint)]) == 2
+    assert "--root" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """The landmark evaluator on hand-computed cases (linear regression without bias, normalised errors)."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -182,3 +183,25 @@ def test_pfwillow_landmark_images_follow_the_image_split():
     assert len(train) == 50 and len(test) == 50
     assert not {r["path"] for r in train._records} & {r["path"] for r in test._records}
     assert train[0]["points"].shape == (10, 2) and train[0]["category"]
+
+
+def test_coco_landmark_images_reads_points_visibility_and_categories(tmp_path):
+    from corrmark.eval import coco_landmark_images
+
+    coco = {"images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"}, {"id": 3, "file_name": "c.jpg"}],
+            "annotations": [{"image_id": 1, "category_id": 5, "keypoints": [1, 2, 2, 3, 4, 0]},
+                            {"image_id": 2, "category_id": 6, "keypoints": [5, 6, 1, 7, 8, 2]}],
+            "categories": [{"id": 5, "name": "cat"}, {"id": 6, "name": "dog"}]}
+    (tmp_path / "points.json").write_text(json.dumps(coco))
+    records = coco_landmark_images(tmp_path / "points.json")
+    assert len(records) == 2  # c.jpg has no annotation
+    first, second = records[0], records[1]
+    assert first["path"] == str(tmp_path / "a.jpg") and first["category"] == "cat" and second["category"] == "dog"
+    np.testing.assert_array_equal(first["valid"], [True, False])
+    assert first["points"][0].tolist() == [1, 2] and np.isnan(first["points"][1]).all()
+    assert coco_landmark_images(tmp_path / "points.json", "elsewhere")[0]["path"] == os.path.join("elsewhere", "a.jpg")
+    with pytest.raises(InvalidKeypointsError, match="not found"):
+        coco_landmark_images(tmp_path / "missing.json")
+    (tmp_path / "plain.json").write_text("[[1, 2]]")
+    with pytest.raises(InvalidKeypointsError, match="COCO"):
+        coco_landmark_images(tmp_path / "plain.json")

@@ -137,19 +137,27 @@ def _cmd_train(args) -> int:
 def _cmd_eval_landmarks(args) -> int:
     from . import load_landmark_model
     from .data import open_image_dataset
-    from .eval.landmarks import evaluate_landmarks, pfwillow_landmark_images
+    from .eval.landmarks import coco_landmark_images, evaluate_landmarks, pfwillow_landmark_images
     from .io import write_json_atomic
 
-    model = load_landmark_model(landmark_model_name(args), checkpoint=args.checkpoint, device=args.device)
-    if args.dataset == "mtfl":
+    if args.dataset == "coco":
+        if not (args.fit and args.test):
+            raise CorrmarkError("eval-landmarks coco needs --fit FIT.json and --test TEST.json (COCO keypoints)")
+        train, test = coco_landmark_images(args.fit, args.root), coco_landmark_images(args.test, args.root)
+        categories = {train[index]["category"] for index in range(len(train))}
+        normalisation, per_category = args.normalisation or "kp-bbox", len(categories) > 1  # one regressor each
+    elif not args.root:
+        raise CorrmarkError(f"eval-landmarks {args.dataset} needs --root (the dataset folder)")
+    elif args.dataset == "mtfl":
         train, test = (open_image_dataset("mtfl", args.root, split) for split in ("train", "test"))
-        normalisation, per_category = "inter-ocular", False
+        normalisation, per_category = args.normalisation or "inter-ocular", False
     else:  # pf-willow: the image split of the SCorrSAN issue, error per subclass
         train, test = (pfwillow_landmark_images(args.root, split) for split in ("train", "test"))
-        normalisation, per_category = "kp-bbox", True
-    result = evaluate_landmarks(model, train, test, normalisation=normalisation, train_limit=args.train_limit,
-                                test_limit=args.test_limit, figure=args.figure, progress=not args.quiet,
-                                per_category=per_category)
+        normalisation, per_category = args.normalisation or "kp-bbox", True
+    model = load_landmark_model(landmark_model_name(args), checkpoint=args.checkpoint, device=args.device)
+    result = evaluate_landmarks(model, train, test, normalisation=normalisation, eyes=parse_eyes(args.eyes),
+                                train_limit=args.train_limit, test_limit=args.test_limit, figure=args.figure,
+                                progress=not args.quiet, per_category=per_category)
     result["command"] = "corrmark " + shlex.join(args.argv)
     print(f"{args.dataset}: mean error {result['mean_error']:.2f}% of the {normalisation} length")
     if args.json:
@@ -166,6 +174,15 @@ def _cmd_landmarks(args) -> int:
     written = export_landmarks(model, args.images, args.out)
     print(f"landmarks of {len(args.images)} images: {written['json']}")
     return 0
+
+
+def parse_eyes(text: str) -> tuple[int, int]:
+    """``"0,1"`` -> ``(0, 1)``: the two eye keypoints of the inter-ocular length."""
+    try:
+        first, second = (int(part) for part in text.split(","))
+    except ValueError:
+        raise CorrmarkError(f"--eyes takes two keypoint indices like 0,1, got {text!r}") from None
+    return first, second
 
 
 def landmark_model_name(args) -> str:
@@ -293,9 +310,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_cmd_train)
 
     landmark_eval = commands.add_parser("eval-landmarks", help="landmark error: linear regression to annotations")
-    landmark_eval.add_argument("dataset", choices=["mtfl", "pf-willow"],
-                               help="mtfl: train -> AFLW test, inter-ocular; pf-willow: image split, kp-bbox")
-    landmark_eval.add_argument("--root", required=True)
+    landmark_eval.add_argument("dataset", choices=["mtfl", "pf-willow", "coco"],
+                               help="mtfl: train -> AFLW test, inter-ocular; pf-willow: image split, kp-bbox; "
+                                    "coco: your own images, --fit and --test COCO keypoints files, kp-bbox")
+    landmark_eval.add_argument("--root", default=None,
+                               help="dataset folder (mtfl, pf-willow); for coco the image folder (default: each "
+                                    "JSON file's folder)")
+    landmark_eval.add_argument("--fit", default=None, help="coco: annotations the regression is fitted on")
+    landmark_eval.add_argument("--test", default=None, help="coco: annotations the error is measured on")
+    landmark_eval.add_argument("--normalisation", choices=["inter-ocular", "kp-bbox"], default=None,
+                               help="error length (default: inter-ocular for mtfl, kp-bbox otherwise)")
+    landmark_eval.add_argument("--eyes", default="0,1", help="inter-ocular: indices of the two eye keypoints")
     landmark_eval.add_argument("--checkpoint", required=True)
     landmark_eval.add_argument("--model", default=None,
                                help="landmark model: jlad or c3 (default: the checkpoint's method, else jlad)")

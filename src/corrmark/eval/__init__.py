@@ -1,7 +1,8 @@
 """Evaluation metrics with explicit protocols: PCK for keypoint transfer, LT-ACC and IoU for mask transfer."""
 
-from .landmarks import (detect_landmarks, evaluate_landmark_points, evaluate_landmarks, export_landmarks,
-                        fit_landmark_regressor, landmark_figure)
+from .landmarks import (ImageRecords, coco_landmark_images, detect_landmarks, evaluate_landmark_points,
+                        evaluate_landmarks, export_landmarks, fit_landmark_regressor, landmark_figure,
+                        pfwillow_landmark_images)
 from .masks import MaskAccumulator, label_transfer_accuracy, mask_iou
 from .pck import (
     DEFAULT_ALPHAS,
@@ -17,10 +18,12 @@ from .runner import evaluate_matcher, format_pck_table
 
 __all__ = [
     "DEFAULT_ALPHAS",
+    "ImageRecords",
     "MaskAccumulator",
     "PCKAccumulator",
     "PCKProtocol",
     "alpha_key",
+    "coco_landmark_images",
     "detect_landmarks",
     "evaluate_landmark_points",
     "evaluate_landmarks",
@@ -33,6 +36,7 @@ __all__ = [
     "label_transfer_accuracy",
     "mask_iou",
     "pck_per_pair",
+    "pfwillow_landmark_images",
     "rescale_for_protocol",
     "threshold_length",
 ]
