@@ -2,7 +2,8 @@
 
 Usage: python examples/make_examples.py /path/to/shared/data
 It copies a handful of PF-WILLOW and StanfordExtra images (resized copies, JPEG) and writes examples/pairs.json with
-0-based keypoints. The demo itself only reads examples/, never the datasets.
+0-based keypoints, plus a few CUB test-split birds (no keypoints) for the zoo's bird landmark model. The demo itself
+only reads examples/, never the datasets.
 """
 
 import csv
@@ -18,6 +19,9 @@ WILLOW_PAIRS = [("car(G)/Cars_006a.png", "car(G)/Cars_013b.png"), ("duck(S)/060_
 DOG_PAIRS = [("n02087394-Rhodesian_ridgeback/n02087394_10591.jpg", "n02087394-Rhodesian_ridgeback/n02087394_681.jpg"),
              ("n02099601-golden_retriever/n02099601_176.jpg", "n02093754-Border_terrier/n02093754_1148.jpg")]
 
+# CUB test split (never in a training config's train split): three birds facing left, one facing right
+BIRD_IMAGES = ["Red_winged_Blackbird/0030.jpg", "American_Goldfinch/0040.jpg", "Blue_Jay/0031.jpg",
+               "Scarlet_Tanager/0041.jpg"]
 
 MAX_SIDE = 400
 
@@ -73,11 +77,21 @@ def dog_pairs(root: Path) -> list[dict]:
     return pairs
 
 
+def bird_images(root: Path) -> list[dict]:
+    images = []
+    for relative in BIRD_IMAGES:
+        path, _ = copy_image(root / "images" / relative, f"bird_{relative.replace('/', '_')}")
+        images.append({"image": path, "category": "bird",
+                       "licence": "CUB-200-2011 (Wah et al. 2011; Flickr images): non-commercial research use"})
+    return images
+
+
 def main() -> None:
     data = Path(sys.argv[1])
     (HERE / "images").mkdir(exist_ok=True)
     pairs = willow_pairs(data / "pf-willow") + dog_pairs(data / "stanfordextra-sample")
-    (HERE / "pairs.json").write_text(json.dumps({"pairs": pairs}, indent=1) + "\n")
+    images = bird_images(data / "cub-birds-unlabeled")
+    (HERE / "pairs.json").write_text(json.dumps({"pairs": pairs, "images": images}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -252,3 +252,18 @@ def test_eval_landmarks_on_own_coco_annotations(tmp_path, capsys):
     assert "--fit" in capsys.readouterr().err
     assert main(["eval-landmarks", "mtfl", "--checkpoint", str(checkpoint)]) == 2
     assert "--root" in capsys.readouterr().err
+
+
+def test_eval_landmarks_on_a_folder_without_annotations(tmp_path, capsys):
+    """``eval-landmarks folder``: the label-free equivariance check on the images of a folder."""
+    rng = np.random.default_rng(1)
+    (tmp_path / "imgs").mkdir()
+    for index in range(3):
+        Image.fromarray(rng.integers(0, 255, (30 + index, 40, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{index}.png")
+    checkpoint = _tiny_c3_checkpoint(tmp_path / "c3.pt")
+    out = tmp_path / "eq.json"
+    assert main(["eval-landmarks", "folder", "--root", str(tmp_path / "imgs"), "--checkpoint", str(checkpoint),
+                 "--json", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert result["images"] == 3 and len(result["per_landmark"]) == 3 and result["mean_error"] >= 0
+    assert "equivariance error" in capsys.readouterr().out

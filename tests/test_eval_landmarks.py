@@ -205,3 +205,50 @@ def test_coco_landmark_images_reads_points_visibility_and_categories(tmp_path):
     (tmp_path / "plain.json").write_text("[[1, 2]]")
     with pytest.raises(InvalidKeypointsError, match="COCO"):
         coco_landmark_images(tmp_path / "plain.json")
+
+
+class BrightestPixel(LandmarkModel):
+    """One landmark at the brightest pixel: follows any warp exactly (up to the pixel grid)."""
+
+    name = "brightest"
+
+    def detect(self, images):
+        flat = images.sum(1).flatten(1).argmax(1)
+        width = images.shape[-1]
+        points = torch.stack([flat % width, flat // width], -1).double()[:, None]
+        return torch.zeros(len(images), 1, 1, 1), points
+
+    def describe(self):
+        return {"name": self.name}
+
+
+class FixedPoint(BrightestPixel):
+    """One landmark at a fixed image position: ignores the image, so a warp moves it by the warp's displacement."""
+
+    name = "fixed"
+
+    def detect(self, images):
+        return torch.zeros(len(images), 1, 1, 1), torch.full((len(images), 1, 2), 20.0, dtype=torch.float64)
+
+
+def dot_images(count):
+    images = []
+    for index in range(count):
+        image = np.zeros((48, 48, 3), np.uint8)
+        image[18 + index % 10:21 + index % 10, 16 + index:19 + index] = 255
+        images.append(image)
+    return images
+
+
+def test_equivariance_of_a_landmark_that_follows_the_image_is_small():
+    from corrmark.eval.landmarks import landmark_equivariance
+
+    follows = landmark_equivariance(BrightestPixel(), dot_images(12), size=48, seed=1)
+    fixed = landmark_equivariance(FixedPoint(), dot_images(12), size=48, seed=1)
+    assert follows["images"] == 12 and follows["compared"] == 1.0 and len(follows["per_landmark"]) == 1
+    assert follows["median_error"] < 5.0  # a 3-pixel dot: within about two pixels of 48
+    assert fixed["mean_error"] > 2 * follows["mean_error"]  # a point that ignores the image moves with the warp
+    identity = landmark_equivariance(FixedPoint(), dot_images(4), size=48,
+                                     warp={"rotation": 0, "scale": (1, 1), "aspect": 0, "shear": 0, "translation": 0,
+                                           "tps_probability": 0})
+    assert identity["mean_error"] < 1e-6  # no warp: nothing moves

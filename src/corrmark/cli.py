@@ -140,6 +140,8 @@ def _cmd_eval_landmarks(args) -> int:
     from .eval.landmarks import coco_landmark_images, evaluate_landmarks, pfwillow_landmark_images
     from .io import write_json_atomic
 
+    if args.dataset == "folder":
+        return _equivariance_of_folder(args)
     if args.dataset == "coco":
         if not (args.fit and args.test):
             raise CorrmarkError("eval-landmarks coco needs --fit FIT.json and --test TEST.json (COCO keypoints)")
@@ -160,6 +162,28 @@ def _cmd_eval_landmarks(args) -> int:
                                 progress=not args.quiet, per_category=per_category)
     result["command"] = "corrmark " + shlex.join(args.argv)
     print(f"{args.dataset}: mean error {result['mean_error']:.2f}% of the {normalisation} length")
+    if args.json:
+        write_json_atomic(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _equivariance_of_folder(args) -> int:
+    """``eval-landmarks folder``: images without annotations -> the label-free equivariance error."""
+    from . import load_landmark_model
+    from .data import open_image_dataset
+    from .eval.landmarks import landmark_equivariance
+    from .io import write_json_atomic
+
+    if not args.root:
+        raise CorrmarkError("eval-landmarks folder needs --root (the image folder)")
+    folder = open_image_dataset("image-folder", args.root, load_images=False)
+    paths = [str(folder[index]["path"]) for index in range(len(folder))][:args.test_limit]
+    model = load_landmark_model(landmark_model_name(args), checkpoint=args.checkpoint, device=args.device)
+    result = landmark_equivariance(model, paths, progress=not args.quiet)
+    result["command"] = "corrmark " + shlex.join(args.argv)
+    print(f"folder: equivariance error {result['mean_error']:.2f}% of the image side (median "
+          f"{result['median_error']:.2f}%, {len(paths)} images; points at fixed positions score about 7%)")
     if args.json:
         write_json_atomic(args.json, result)
         print(f"wrote {args.json}")
@@ -310,9 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_cmd_train)
 
     landmark_eval = commands.add_parser("eval-landmarks", help="landmark error: linear regression to annotations")
-    landmark_eval.add_argument("dataset", choices=["mtfl", "pf-willow", "coco"],
+    landmark_eval.add_argument("dataset", choices=["mtfl", "pf-willow", "coco", "folder"],
                                help="mtfl: train -> AFLW test, inter-ocular; pf-willow: image split, kp-bbox; "
-                                    "coco: your own images, --fit and --test COCO keypoints files, kp-bbox")
+                                    "coco: your own images, --fit and --test COCO keypoints files, kp-bbox; "
+                                    "folder: images of --root without annotations, equivariance under known warps")
     landmark_eval.add_argument("--root", default=None,
                                help="dataset folder (mtfl, pf-willow); for coco the image folder (default: each "
                                     "JSON file's folder)")

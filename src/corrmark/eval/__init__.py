@@ -1,8 +1,8 @@
 """Evaluation metrics with explicit protocols: PCK for keypoint transfer, LT-ACC and IoU for mask transfer."""
 
 from .landmarks import (ImageRecords, coco_landmark_images, detect_landmarks, evaluate_landmark_points,
-                        evaluate_landmarks, export_landmarks, fit_landmark_regressor, landmark_figure,
-                        pfwillow_landmark_images)
+                        evaluate_landmarks, export_landmarks, fit_landmark_regressor, landmark_equivariance,
+                        landmark_figure, pfwillow_landmark_images)
 from .masks import MaskAccumulator, label_transfer_accuracy, mask_iou
 from .pck import (
     DEFAULT_ALPHAS,
@@ -29,6 +29,7 @@ __all__ = [
     "evaluate_landmarks",
     "export_landmarks",
     "fit_landmark_regressor",
+    "landmark_equivariance",
     "landmark_figure",
     "evaluate_matcher",
     "evaluation_side",

@@ -335,6 +335,54 @@ def evaluate_landmarks(model, train_dataset, test_dataset, normalisation: str = 
     return result
 
 
+EQUIVARIANCE_WARP = {"rotation": 15.0, "scale": (0.9, 1.1), "aspect": 0.05, "shear": 0.05, "translation": 0.05,
+                     "tps_probability": 0.5, "tps_strength": 0.03, "flip_probability": 0.0, "jitter": {}}
+
+
+def landmark_equivariance(model, images: Sequence[ImageLike], size: int = 224, warp: dict | None = None,
+                          seed: int = 0, batch_size: int = 16, progress: bool = False) -> dict:
+    """A label-free measure of a landmark model: how far its landmarks land from where a known warp carries them.
+
+    Every image is resized to ``size`` x ``size``; a seeded random warp (``EQUIVARIANCE_WARP`` unless ``warp`` is
+    given: rotation, zoom, shear, TPS, no mirror, no colour change) makes a second view. The K landmarks found on the
+    view, carried back into the image through the warp, should meet the K landmarks found on the image. Returns
+    ``mean_error`` and ``median_error`` (percent of the image side, over every landmark carried back inside the
+    image), ``per_landmark`` (percent), ``compared`` (fraction of landmarks that were), ``images`` and ``protocol``.
+    Landmarks stuck at a fixed image position score the warp's displacement, not zero.
+    """
+    from tqdm import tqdm
+
+    from ..data.synthetic import SyntheticWarp, WarpConfig
+    from ..models.base import read_mapping_at
+
+    warp_values = {**EQUIVARIANCE_WARP, **dict(warp or {})}
+    warper = SyntheticWarp(WarpConfig.from_dict(warp_values))
+    generator = torch.Generator().manual_seed(int(seed))
+    errors, inside = [], []
+    for start in tqdm(range(0, len(images), batch_size), desc="equivariance", disable=not progress, unit="batch"):
+        batch = torch.cat([torch.nn.functional.interpolate(_image_tensor(read_image(image)), size=(size, size),
+                                                           mode="bilinear", align_corners=False, antialias=True)
+                           for image in images[start:start + batch_size]]).clamp(0, 1)
+        view = warper.view(batch, None, generator)
+        with torch.no_grad():
+            _, points = model.detect(batch)
+            _, view_points = model.detect(view["image"])
+        for image_points, found, mapping in zip(points.detach().double().numpy(),
+                                                view_points.detach().double().numpy(), view["mapping"].double().numpy()):
+            carried = read_mapping_at(mapping, found)
+            ok = np.all((carried >= -0.5) & (carried <= size - 0.5), axis=1)
+            errors.append(np.where(ok, np.linalg.norm(carried - image_points, axis=1), np.nan) / size)
+            inside.append(ok)
+    errors = np.asarray(errors) * 100.0
+    return {"mean_error": float(np.nanmean(errors)), "median_error": float(np.nanmedian(errors)),
+            "per_landmark": np.nanmean(errors, axis=0).tolist(), "compared": float(np.mean(inside)),
+            "images": len(images), "model": model.describe(),
+            "protocol": {"task": "landmark equivariance under a known synthetic warp", "size": int(size),
+                         "warp": {key: list(value) if isinstance(value, tuple) else value
+                                  for key, value in warp_values.items()},
+                         "seed": int(seed), "units": "percent of the image side"}}
+
+
 def landmark_protocol(normalisation: str, eyes, train_limit, test_limit, seed, names=("train", "test")) -> dict:
     return {"task": "unsupervised landmarks", "regression": "linear least squares, no bias, 2K -> 2L",
             "coordinates": "0-based pixels of each evaluated (original) image", "normalisation": normalisation,
