@@ -185,7 +185,7 @@ def three_dog_protocol(matcher, dogs, single: dict, work_dir: Path, triplets) ->
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", default="../shared/data/stanfordextra-sample")
-    parser.add_argument("--preset", default="best", choices=["best", "dinov2-block8"])
+    parser.add_argument("--preset", default="best", choices=["best", "fused-block8", "dinov2-block8"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--gallery", default=None, help="also write the gallery of the first annotated dog here")
     parser.add_argument("--out-dir", default=None, help="results folder (default benchmarks/results)")

@@ -118,6 +118,8 @@ def main(argv=None) -> dict:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--checkpoint")
     what.add_argument("--untrained", action="store_true")
+    parser.add_argument("--untrained-options", default=None,
+                        help="JSON dict of ScorrsanConfig fields for --untrained (e.g. another backbone)")
     what.add_argument("--nn-preset")
     parser.add_argument("--head", type=int, default=None)
     parser.add_argument("--path", choices=["bank", "matcher"], default="bank")
@@ -153,7 +155,7 @@ def main(argv=None) -> dict:
         evaluated = {"matcher": matcher.describe(), "path": "matcher"}
     else:
         if args.untrained:
-            model = ScorrsanConfig(sce=False)
+            model = ScorrsanConfig(**{**json.loads(args.untrained_options or "{}"), "sce": False})
             bank, pairs, categories, description = test_bank(args.protocol, root, model, args.count, args.seed,
                                                              args.held_out_breed)
             head = UntrainedHead(model, bank.channels, bank.stride).eval()

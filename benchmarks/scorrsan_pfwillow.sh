@@ -14,6 +14,7 @@ $PY benchmarks/scorrsan_train.py configs/scorrsan_pfwillow_mt.yaml
 $PY benchmarks/scorrsan_eval.py --protocol pf-willow --checkpoint runs/scorrsan_pfwillow_mt/selected.pt \
     --json benchmarks/results/scorrsan_pfwillow_mt.json
 $PY benchmarks/scorrsan_eval.py --protocol pf-willow --nn-preset best --json benchmarks/results/scorrsan_pfwillow_zero_shot_nn_best.json
+$PY benchmarks/scorrsan_eval.py --protocol pf-willow --nn-preset fused-block8 --json benchmarks/results/scorrsan_pfwillow_zero_shot_nn_fused_block8.json
 $PY benchmarks/scorrsan_eval.py --protocol pf-willow --untrained --json benchmarks/results/scorrsan_pfwillow_untrained.json
 # the same baseline through the Matcher interface and the CLI (image by image; must equal the bank path)
 $PY -m corrmark eval pf-willow --root ../shared/data/pf-willow --split test --matcher scorrsan \

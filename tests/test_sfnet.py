@@ -102,6 +102,8 @@ def test_resnet101_conv4_conv5_matcher_and_strict_checkpoint(resnet_weights, tmp
     mutual_mapping = mutual.estimate_mapping(source, target)
     assert mutual_mapping.shape == mapping.shape and np.isfinite(mutual_mapping).all()
     assert not np.allclose(mutual_mapping, mapping)  # the filter changes the kernel soft argmax's input
+    same = load_matcher("sfnet", checkpoint=str(checkpoint), weights_files=files, mutual=True)  # CLI's --mutual
+    assert same.config.test_mutual and np.allclose(same.estimate_mapping(source, target), mutual_mapping)
     with pytest.raises(UnknownNameError, match="cannot change a trained SFNet"):
         load_matcher("sfnet", checkpoint=str(checkpoint), weights_files=files, levels=[["timm:resnet101:3"]])
     state = matcher.head.state_dict()

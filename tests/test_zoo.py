@@ -15,7 +15,7 @@ from corrmark.cli import main
 from corrmark.errors import CheckpointError, CorrmarkError, UnknownNameError
 from corrmark.train.checkpoint import FORMAT, VERSION, capture_rng_state, load_checkpoint, save_checkpoint
 from corrmark.train.export import export_weights, file_sha256
-from corrmark.zoo import list_zoo, load_zoo_landmarks, load_zoo_matcher
+from corrmark.zoo import check_zoo_entry, list_zoo, load_zoo_landmarks, load_zoo_matcher
 
 REPO = Path(__file__).resolve().parents[1]
 BACKBONE, LAYER, SIZE = "efficientnet_lite0", 2, 64
@@ -209,8 +209,17 @@ def test_zoo_checks_the_sha256_when_the_index_gives_one(checkpoints, tmp_path):
     assert load_zoo_landmarks("good", folder=folder).describe()["num_landmarks"] == 3
 
 
+def test_zoo_entry_options_reach_the_loader_and_the_caller_overrides_them(checkpoints, tmp_path):
+    folder = write_zoo(tmp_path, [zoo_record("mutual", "sfnet", "matcher", options={"test_mutual": True})])
+    export_weights(checkpoints["sfnet"], folder / "mutual.pt")
+    assert load_zoo_matcher("mutual", folder=folder).config.test_mutual is True
+    assert load_zoo_matcher("mutual", folder=folder, test_mutual=False).config.test_mutual is False
+    assert check_zoo_entry(list_zoo(folder)[0]) == "loads"
+
+
 @pytest.mark.parametrize("record, message", [
     ({"name": "x"}, "lacks"),
+    (zoo_record("x", "sfnet", "matcher", options=[1]), "options must be a mapping"),
     (zoo_record("x", "resnet", "matcher"), "method 'resnet'"),
     (zoo_record("x", "sfnet", "matcher", file="../outside.pt"), "inside the zoo folder"),
     (zoo_record("x", "sfnet", "matcher", colour="red"), "unknown field"),

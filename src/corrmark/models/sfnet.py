@@ -264,11 +264,13 @@ class SFNetMatcher(Matcher):
 def load_sfnet(checkpoint, device="cpu", weights_files: dict | None = None, **overrides) -> SFNetMatcher:
     """An ``SFNetMatcher`` from a training checkpoint (``corrmark.train`` format), loaded strictly.
 
-    ``overrides`` may change test-time settings only (``test_argmax``, ``test_mutual``, ``beta``, ``sigma``,
-    ``image_size``).
+    ``overrides`` may change test-time settings only (``test_argmax``, ``test_mutual`` (also as ``mutual``), ``beta``,
+    ``sigma``, ``image_size``).
     """
     from ..train.checkpoint import read_checkpoint
 
+    if "mutual" in overrides:  # the option's name on the other matchers and on the command line (--mutual)
+        overrides["test_mutual"] = overrides.pop("mutual")
     payload = read_checkpoint(checkpoint)
     config = dict((payload.get("config") or {}).get("model") or {})
     if not config and "sfnet_config" in payload:
