@@ -1,7 +1,7 @@
 """Seconds per pair and peak memory of the zero-shot matchers on PF-WILLOW (a benchmark, not a test).
 
 A thin wrapper over ``corrmark.bench`` (the same measurement as ``corrmark bench --pf-willow ROOT``) that keeps the
-three configurations of the table in docs/BENCHMARKS.md. Each configuration runs in its own process, so its peak
+configurations of the table in docs/BENCHMARKS.md. Each configuration runs in its own process, so its peak
 resident memory is its own; a pair is timed cold (both images described every time).
     python benchmarks/speed_memory.py --root ../shared/data/pf-willow --out benchmarks/results/speed_memory.json
 """
@@ -17,6 +17,7 @@ CONFIGS = {
     "nn-dinov2-b8-224": {"preset": "dinov2-block8"},
     "nn-efficientnet-224": {"backbone": "efficientnet_lite0", "image_size": 224, "sigma": 0},
     "nn-best": {"preset": "best"},
+    "nn-fused-block8": {"preset": "fused-block8"},
 }
 
 
