@@ -8,8 +8,8 @@ Facets (what a requested block gives):
 - ``token`` (default): the block's raw residual stream, *without* the final LayerNorm (the ONNX graph applies that
   norm only after the last block, where its saliency decoder reads it). Keys ``block{i}``.
 - ``norm``: the same tokens through the model's final LayerNorm. On these saliency-tuned weights this removes a few
-  dominant channels of the raw stream and matches better (block 9: PF-WILLOW zero-shot PCK@0.1 +0.03 over raw
-  block 8 in the fused descriptor, docs/ZERO_SHOT.md). Keys ``norm{i}``.
+  dominant channels of the raw stream and matches better (block 9: PF-WILLOW zero-shot PCK@0.1 0.628 against 0.607
+  for raw block 8 in the fused descriptor, docs/ZERO_SHOT.md). Keys ``norm{i}``.
 - ``key`` / ``query`` / ``value``: the attention projections of block ``i`` (all heads concatenated), computed from
   the block's input as in Amir et al.'s "deep ViT features". Keys ``key{i}`` etc.
 """
@@ -47,7 +47,8 @@ HUB_REPO, HUB_MODEL = "facebookresearch/dinov2", "dinov2_vits14"
 
 
 class DinoV2Backbone(Backbone):
-    """A timm DINOv2 VisionTransformer whose requested blocks' patch tokens come out as feature maps ``block{i}``.
+    """A timm DINOv2 VisionTransformer whose requested blocks come out as feature maps (``block{i}`` for the raw
+    tokens, ``<facet>{i}`` for another facet).
 
     Only the blocks up to the deepest requested one run. Any input size divisible by 14 works: the position
     embedding is resampled bicubically without antialiasing, as DINOv2 and the ONNX export do. ``facet`` picks what
