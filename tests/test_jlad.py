@@ -1,5 +1,7 @@
 """JLAD model, training step, alternation schedule and trainer integration, on tiny random networks."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -7,8 +9,9 @@ import torch
 from corrmark.models.jlad import (JLADConfig, JLADNet, expected_coordinates, landmark_probabilities,
                                   windowed_correlation)
 from corrmark.ops import dense_self_similarity, local_correlation, pixel_grid
-from corrmark.train.jlad import (JLADBank, JLADBatches, JLADSchedule, JLADStep, build_experiment, loss_options,
-                                 set_trainable)
+from corrmark.train.jlad import (DATA_KEYS, STAGES, JLADBank, JLADBatches, JLADSchedule, JLADStep, build_experiment,
+                                 loss_options, set_trainable)
+from corrmark.train.runner import load_config
 from corrmark.train.trainer import Trainer
 
 TINY = {"feature_channels": 8, "radius": 2, "num_landmarks": 3, "detector_channels": 8, "upsample": 2,
@@ -137,6 +140,37 @@ def test_batches_are_deterministic_and_follow_the_schedule():
     torch.testing.assert_close(synthetic["tau_true"][..., 0] - pixel_grid(6, 6)[..., 0], torch.ones(3, 6, 6))
 
 
+def test_anchor_batches_leave_the_pretraining_batches_unchanged():
+    """``synthetic_batch`` only adds a synthetic batch to alternation steps, and a run with ``rounds: 0`` sees the
+    same pretraining batches: so runs that differ only there share their pretraining steps exactly."""
+    bank = tiny_bank(groups=2)
+    plain = list(JLADBatches(bank, JLADSchedule(2, 1, 1), batch_size=3, steps_per_epoch=4).batches(5, 0))
+    anchored = list(JLADBatches(bank, JLADSchedule(2, 1, 1), batch_size=3, steps_per_epoch=4,
+                                synthetic_batch=2).batches(5, 0))
+    synthetic_only = list(JLADBatches(bank, JLADSchedule(4, 1, 0), batch_size=3, steps_per_epoch=4).batches(5, 0))
+    assert [int(b["stage"]) for b in synthetic_only] == [0, 0, 0, 0]
+    for step in range(2):
+        for other in (anchored, synthetic_only):
+            torch.testing.assert_close(other[step]["synthetic"]["source"], plain[step]["synthetic"]["source"])
+    assert "synthetic" not in plain[2] and anchored[2]["synthetic"]["source"].shape[0] == 2
+    assert anchored[2]["pair"]["source"].shape[0] == 3
+
+
+def test_anchor_weight_adds_the_synthetic_losses_to_the_joint_loss():
+    bank = tiny_bank(groups=2)
+    batch = list(JLADBatches(bank, JLADSchedule(0, 1, 1), batch_size=2, steps_per_epoch=1,
+                             synthetic_batch=2).batches(0, 0))[0]
+    assert STAGES[int(batch["stage"])] == "align"
+    values = {}
+    for weight in (0.0, 2.5):
+        net = tiny_net()
+        step = JLADStep(loss_options({"synthetic_weight": weight}, 3))
+        values[weight] = step(net, batch)
+    synthetic = JLADStep(loss_options({}, 3)).synthetic_losses(tiny_net(), batch["synthetic"])["loss"]
+    assert "synthetic" not in values[0.0]
+    torch.testing.assert_close(values[2.5]["loss"] - values[0.0]["loss"], 2.5 * synthetic)
+
+
 # --- training through the common trainer --------------------------------------------------------------------------
 
 
@@ -228,3 +262,23 @@ def test_unknown_landmark_model_and_missing_checkpoint():
         load_landmark_model("jlad", None)
     with pytest.raises(CheckpointError):
         load_landmark_model("jlad", "/nonexistent/final.pt")
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("jlad_*.yaml")),
+                         ids=lambda path: path.stem)
+def test_checked_in_jlad_configs_parse(path):
+    """A typo in a checked-in config (an unknown model, schedule, loss or data key) fails here, not an hour into a
+    feature bank."""
+    config = load_config(path)
+    assert config["method"] == "jlad" and config["name"] == path.stem
+    model = JLADConfig.from_dict(config.get("model"))
+    JLADSchedule.from_dict(config.get("schedule"))
+    loss_options(config.get("loss"), model.num_landmarks)
+    assert set(config.get("data") or {}) <= set(DATA_KEYS)
+
+
+def test_unknown_data_option_is_an_error_that_names_it():
+    config = tiny_config()
+    config["data"]["synthetic_batchh"] = 8
+    with pytest.raises(Exception, match="synthetic_batchh"):
+        build_experiment(config, bank=tiny_bank())

@@ -35,6 +35,7 @@ Config::
       batch_size: 8
       steps_per_epoch: 50
       data_seed: 0
+      synthetic_batch: 0   # > 0: a synthetic pair batch of this size in every alternation step (with synthetic_weight)
     loss: {margin: null, concentration: 1.0, separation: 1.0, synthetic_alignment: 1.0, equivariance: 1.0,
            alignment_radius: 2, temperature: 0.1, synthetic_weight: 0.0, joint_normalize: false,
            alignment_stage: [1, 10, 10], detection_stage: [10, 1, 100]}
@@ -299,6 +300,10 @@ LOSS_DEFAULTS = {"margin": None, "concentration": 1.0, "separation": 1.0, "synth
 TRAINED = {"pretrain": ("F", "A", "C", "D"), "align": ("F", "A", "C"), "detect": ("F", "D")}
 
 
+#: what ``data:`` of a JLAD config may hold (a typo must fail before the feature bank is built)
+DATA_KEYS = ("sources", "views", "warp", "batch_size", "steps_per_epoch", "data_seed", "synthetic_batch")
+
+
 def loss_options(values: dict | None, num_landmarks: int) -> dict:
     options = dict(LOSS_DEFAULTS)
     unknown = sorted(set(values or {}) - set(options))
@@ -395,6 +400,9 @@ def build_experiment(config: dict, device="cpu", bank: JLADBank | None = None, p
     schedule = JLADSchedule.from_dict(config.get("schedule"))
     config["schedule"] = schedule.to_dict()
     data = dict(config.get("data") or {})
+    unknown = sorted(set(data) - set(DATA_KEYS))
+    if unknown:
+        raise UnknownNameError(f"unknown JLAD data option(s) {', '.join(unknown)}; options: {', '.join(DATA_KEYS)}")
     options = loss_options(config.get("loss"), model_config.num_landmarks)
     config["loss"] = options
     train = dict(config.get("train") or {})
