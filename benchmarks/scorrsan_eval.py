@@ -118,9 +118,9 @@ def main(argv=None) -> dict:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--checkpoint")
     what.add_argument("--untrained", action="store_true")
+    what.add_argument("--nn-preset")
     parser.add_argument("--untrained-options", default=None,
                         help="JSON dict of ScorrsanConfig fields for --untrained (e.g. another backbone)")
-    what.add_argument("--nn-preset")
     parser.add_argument("--head", type=int, default=None)
     parser.add_argument("--path", choices=["bank", "matcher"], default="bank")
     parser.add_argument("--count", type=int, default=1000, help="faces: test faces (= pairs)")

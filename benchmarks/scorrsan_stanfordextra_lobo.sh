@@ -27,24 +27,24 @@ mean() {  # mean ROW: one JSON over the 4 folds of that row
     for breed in $BREEDS; do files="$files ${OUT}_${breed}_$1.json"; done
     $PY benchmarks/scorrsan_fold_mean.py --json "${OUT}_mean_$1.json" $files
 }
+zero_shot() {  # zero_shot BREED: the zero-shot matcher rows of one fold
+    evaluate "$1" zero_shot_nn_best --nn-preset best
+    evaluate "$1" zero_shot_nn_fused_block8 --nn-preset fused-block8
+}
 PART=${1:-all}
 if [ "$PART" = baseline ] || [ "$PART" = all ]; then
     for breed in $BREEDS; do
         train "$breed" baseline
         evaluate "$breed" untrained --untrained
-        evaluate "$breed" zero_shot_nn_best --nn-preset best
-        evaluate "$breed" zero_shot_nn_fused_block8 --nn-preset fused-block8
+        zero_shot "$breed"
     done
     mean baseline
     mean untrained
-    mean zero_shot_nn_best
-    mean zero_shot_nn_fused_block8
 fi
 if [ "$PART" = zero-shot ]; then  # only the zero-shot matcher rows
-    for breed in $BREEDS; do
-        evaluate "$breed" zero_shot_nn_best --nn-preset best
-        evaluate "$breed" zero_shot_nn_fused_block8 --nn-preset fused-block8
-    done
+    for breed in $BREEDS; do zero_shot "$breed"; done
+fi
+if [ "$PART" = baseline ] || [ "$PART" = all ] || [ "$PART" = zero-shot ]; then
     mean zero_shot_nn_best
     mean zero_shot_nn_fused_block8
 fi

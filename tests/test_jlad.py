@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from corrmark.config import check_known_keys
 from corrmark.models.jlad import (JLADConfig, JLADNet, expected_coordinates, landmark_probabilities,
                                   windowed_correlation)
 from corrmark.ops import dense_self_similarity, local_correlation, pixel_grid
@@ -274,7 +275,7 @@ def test_checked_in_jlad_configs_parse(path):
     model = JLADConfig.from_dict(config.get("model"))
     JLADSchedule.from_dict(config.get("schedule"))
     loss_options(config.get("loss"), model.num_landmarks)
-    assert set(config.get("data") or {}) <= set(DATA_KEYS)
+    check_known_keys(config.get("data"), DATA_KEYS, "JLAD data")
 
 
 def test_unknown_data_option_is_an_error_that_names_it():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import CorrmarkError
+from .errors import CorrmarkError, UnknownNameError
 
 
 def load_yaml(path: str | os.PathLike) -> dict:
@@ -22,3 +22,12 @@ def load_yaml(path: str | os.PathLike) -> dict:
     if not isinstance(data, dict):
         raise CorrmarkError(f"config {path} must be a mapping of keys to values")
     return data
+
+
+def check_known_keys(values: dict | None, known, what: str) -> None:
+    """One ``UnknownNameError`` naming every key of ``values`` outside ``known`` and listing ``known`` (in its order):
+    a typo in a config section fails before any slow work starts."""
+    known = list(known)
+    unknown = sorted(set(values or {}) - set(known))
+    if unknown:
+        raise UnknownNameError(f"unknown {what} option(s) {', '.join(unknown)}; options: {', '.join(known)}")

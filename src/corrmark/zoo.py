@@ -88,9 +88,7 @@ def load_zoo_matcher(name: str, device="cpu", folder: str | os.PathLike | None =
     ``options``; ``options`` given here override them)."""
     from .models import load_matcher
 
-    entry = zoo_entry(name, folder)
-    return load_matcher(entry.method, checkpoint=str(checked_weights(entry)), device=device,
-                        **{**entry.options, **options})
+    return _load_entry(load_matcher, zoo_entry(name, folder), device, options)
 
 
 def load_zoo_landmarks(name: str, device="cpu", folder: str | os.PathLike | None = None, **options):
@@ -98,9 +96,13 @@ def load_zoo_landmarks(name: str, device="cpu", folder: str | os.PathLike | None
     entry's ``options``; ``options`` given here override them)."""
     from .models import load_landmark_model
 
-    entry = zoo_entry(name, folder)
-    return load_landmark_model(entry.method, checkpoint=str(checked_weights(entry)), device=device,
-                               **{**entry.options, **options})
+    return _load_entry(load_landmark_model, zoo_entry(name, folder), device, options)
+
+
+def _load_entry(loader, entry: ZooEntry, device, options: dict):
+    """``loader`` (``load_matcher`` or ``load_landmark_model``) on the entry's checked weights, with the entry's
+    options overridden by ``options``."""
+    return loader(entry.method, checkpoint=str(checked_weights(entry)), device=device, **{**entry.options, **options})
 
 
 def check_zoo_entry(entry: ZooEntry, device="cpu") -> str:
@@ -108,8 +110,7 @@ def check_zoo_entry(entry: ZooEntry, device="cpu") -> str:
     from .models import load_landmark_model, load_matcher
 
     try:
-        load = load_landmark_model if entry.kind == "landmarks" else load_matcher
-        load(entry.method, checkpoint=str(checked_weights(entry)), device=device, **entry.options)
+        _load_entry(load_landmark_model if entry.kind == "landmarks" else load_matcher, entry, device, {})
     except CorrmarkError as error:
         return f"error: {error}"
     return "loads"

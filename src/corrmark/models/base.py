@@ -12,7 +12,7 @@ from dataclasses import fields
 import numpy as np
 import torch
 
-from ..errors import UnknownNameError
+from ..config import check_known_keys
 from ..io import ImageLike, check_keypoints, read_image
 
 
@@ -76,8 +76,5 @@ def read_mapping_at(mapping: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 def config_from_dict(config_class, values: dict | None, method: str):
     """Build a method's config dataclass from a dict; unknown keys are one error naming them and the valid ones."""
-    names = {field.name for field in fields(config_class)}
-    unknown = sorted(set(values or {}) - names)
-    if unknown:
-        raise UnknownNameError(f"unknown {method} option(s) {', '.join(unknown)}; options: {', '.join(sorted(names))}")
+    check_known_keys(values, sorted(field.name for field in fields(config_class)), method)
     return config_class(**(values or {}))

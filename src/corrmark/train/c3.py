@@ -58,6 +58,7 @@ import torch
 from tqdm import tqdm
 
 from ..cache import cache_key, load_or_build
+from ..config import check_known_keys
 from ..data.synthetic import SyntheticWarp, WarpConfig, color_jitter
 from ..errors import CorrmarkError, UnknownNameError
 from ..io import read_image
@@ -176,9 +177,7 @@ class C3Pairs:
 
 def loss_options(values: dict | None, num_landmarks: int) -> dict:
     options = dict(LOSS_DEFAULTS)
-    unknown = sorted(set(values or {}) - set(options))
-    if unknown:
-        raise UnknownNameError(f"unknown C3 loss option(s) {', '.join(unknown)}; options: {', '.join(options)}")
+    check_known_keys(values, options, "C3 loss")
     options.update(values or {})
     if options["margin"] is None:
         options["margin"] = default_margin(num_landmarks)
@@ -187,9 +186,7 @@ def loss_options(values: dict | None, num_landmarks: int) -> dict:
 
 def schedule_options(values: dict | None) -> dict:
     options = dict(SCHEDULE_DEFAULTS)
-    unknown = sorted(set(values or {}) - set(options))
-    if unknown:
-        raise UnknownNameError(f"unknown C3 schedule option(s) {', '.join(unknown)}; options: {', '.join(options)}")
+    check_known_keys(values, options, "C3 schedule")
     options.update({key: int(value) for key, value in (values or {}).items()})
     if options["steps"] < 1 or options["cross_start"] < 0 or options["cross_ramp"] < 0:
         raise CorrmarkError("C3 schedule: steps >= 1, cross_start >= 0, cross_ramp >= 0")

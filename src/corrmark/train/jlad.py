@@ -54,6 +54,7 @@ import torch
 from tqdm import tqdm
 
 from ..cache import FrozenBank, cache_key
+from ..config import check_known_keys
 from ..data.synthetic import SyntheticWarp, WarpConfig
 from ..errors import CorrmarkError, UnknownNameError
 from ..io import read_image
@@ -90,10 +91,7 @@ class JLADSchedule:
 
     @classmethod
     def from_dict(cls, values: dict | None) -> JLADSchedule:
-        names = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values or {}) - names)
-        if unknown:
-            raise UnknownNameError(f"unknown JLAD schedule option(s) {', '.join(unknown)}; options: {', '.join(sorted(names))}")
+        check_known_keys(values, sorted(cls.__dataclass_fields__), "JLAD schedule")
         return cls(**{key: int(value) for key, value in (values or {}).items()})
 
     @property
@@ -306,9 +304,7 @@ DATA_KEYS = ("sources", "views", "warp", "batch_size", "steps_per_epoch", "data_
 
 def loss_options(values: dict | None, num_landmarks: int) -> dict:
     options = dict(LOSS_DEFAULTS)
-    unknown = sorted(set(values or {}) - set(options))
-    if unknown:
-        raise UnknownNameError(f"unknown JLAD loss option(s) {', '.join(unknown)}; options: {', '.join(options)}")
+    check_known_keys(values, options, "JLAD loss")
     options.update(values or {})
     if options["margin"] is None:
         options["margin"] = default_margin(num_landmarks)
@@ -400,9 +396,7 @@ def build_experiment(config: dict, device="cpu", bank: JLADBank | None = None, p
     schedule = JLADSchedule.from_dict(config.get("schedule"))
     config["schedule"] = schedule.to_dict()
     data = dict(config.get("data") or {})
-    unknown = sorted(set(data) - set(DATA_KEYS))
-    if unknown:
-        raise UnknownNameError(f"unknown JLAD data option(s) {', '.join(unknown)}; options: {', '.join(DATA_KEYS)}")
+    check_known_keys(data, DATA_KEYS, "JLAD data")
     options = loss_options(config.get("loss"), model_config.num_landmarks)
     config["loss"] = options
     train = dict(config.get("train") or {})

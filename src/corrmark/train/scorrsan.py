@@ -48,6 +48,7 @@ import os
 import numpy as np
 import torch
 
+from ..config import check_known_keys
 from ..data.keypoint_pairs import (FixedPairs, KeypointBank, RandomPairs, build_keypoint_bank, face_test_pairs,
                                    mtfl_images, pfwillow_images, stanfordextra_fold)
 from ..errors import CorrmarkError, UnknownNameError
@@ -64,9 +65,7 @@ TS_DEFAULTS = {"variant": "none", "teacher": None, "weight": 10.0, "dilation": 7
 
 def teacher_student_options(values: dict | None) -> dict:
     options = dict(TS_DEFAULTS)
-    unknown = sorted(set(values or {}) - set(options))
-    if unknown:
-        raise UnknownNameError(f"unknown teacher_student option(s) {', '.join(unknown)}; options: {', '.join(options)}")
+    check_known_keys(values, options, "teacher_student")
     options.update(values or {})
     if options["variant"] not in VARIANTS:
         raise CorrmarkError(f"teacher_student.variant must be one of {', '.join(VARIANTS)}, got {options['variant']!r}")
