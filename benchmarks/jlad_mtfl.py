@@ -5,11 +5,12 @@ original image, are mapped by a linear regression without bias (2K -> 10 numbers
 the 5 annotated landmarks; error on the 2,995 AFLW test faces divided by the inter-ocular distance (annotated points 1
 and 2), in percent, per landmark and mean.
 
-Training faces for the regression: by default the training images of the config (its seeded subset of
-``training.txt``, view 0 of the cached feature bank = the plain square resize, exactly what ``detect`` computes);
-test faces: all of ``testing.txt`` through a cached bank of their frozen features (``--test-limit`` for a seeded
-subset). ``--check-generic N`` re-detects N test faces through ``load_landmark_model("jlad", ...)`` image by image
-and records the largest difference to the bank path (should be ~1e-5 px).
+Training faces for the regression: the training images of the config (its seeded subset of the ``training.txt`` of
+its source root, which may be a centre-cropped copy, ``benchmarks/mtfl_center_crop.py``; view 0 of the cached
+feature bank = the plain square resize, exactly what ``detect`` computes); test faces: all of ``testing.txt``
+through a cached bank of their frozen features (``--test-limit`` for a seeded subset). ``--check-generic N``
+re-detects N test faces through ``load_landmark_model("jlad", ...)`` image by image and records the largest
+difference to the bank path (should be ~1e-5 px).
 
 Every row also records ``diagnostics`` (not the protocol): the regression fitted and tested inside one domain (AFLW
 first half -> second half; MTFL training faces likewise), which separates the framing change from the detector. With
@@ -112,6 +113,7 @@ def main(argv=None) -> int:
     parser.add_argument("--config", required=True)
     parser.add_argument("--checkpoint", action="append", default=[], help="PATH[=LABEL], repeatable")
     parser.add_argument("--baseline", choices=["fixed-grid"], default=None)
+    parser.add_argument("--baseline-label", default=None, help="row name (default jlad_baseline_fixed_grid_k<K>)")
     parser.add_argument("--root", default=str(ROOT.parent / "shared" / "data" / "mtfl"))
     parser.add_argument("--test-limit", type=int, default=None)
     parser.add_argument("--json-dir", default=str(ROOT / "benchmarks" / "results"))
@@ -133,7 +135,11 @@ def main(argv=None) -> int:
                                   "limit": args.test_limit}], 0)
     test_bank = build_bank(model_config, test_items, views=1, data_seed=0)
     bank_seconds = time.perf_counter() - started
-    train_table, test_table = annotations_by_path(args.root, "train"), annotations_by_path(args.root, "test")
+    # the regression's training faces are the config's own (they may come from a centre-cropped MTFL copy)
+    train_table = {}
+    for source in data["sources"]:
+        train_table.update(annotations_by_path(source["root"], source.get("split", "train")))
+    test_table = annotations_by_path(args.root, "test")
     train_annotated = np.stack([train_table[str(Path(path).resolve())] for path in train_bank.paths])
     test_annotated = np.stack([test_table[str(Path(path).resolve())] for path in test_bank.paths])
     train_rows = np.arange(train_bank.images) * train_bank.views
@@ -144,7 +150,7 @@ def main(argv=None) -> int:
     rows = []
     if args.baseline == "fixed-grid":
         count = model_config.num_landmarks
-        rows.append((f"jlad_baseline_fixed_grid_k{count}", None,
+        rows.append((args.baseline_label or f"jlad_baseline_fixed_grid_k{count}", None,
                      fixed_grid_points(train_bank.shapes.numpy(), count),
                      fixed_grid_points(test_bank.shapes.numpy(), count), {"baseline": "fixed-grid", "K": count}))
     for spec in args.checkpoint:

@@ -18,6 +18,7 @@ from corrmark.data import (
     open_image_dataset,
 )
 from corrmark.errors import DatasetError, UnknownNameError
+from corrmark.data.images import center_crop_box, write_center_cropped_mtfl
 
 
 def write_image(path, height=6, width=8, value=0):
@@ -140,3 +141,31 @@ def test_registry_names():
     assert "\n" not in str(error.value)
     with pytest.raises(UnknownNameError, match="image-folder"):
         open_image_dataset("celeba", "/nowhere")
+
+
+def test_center_crop_box_keeps_the_centred_fraction():
+    assert center_crop_box(250, 250, 0.65) == (44, 44, 206, 206)  # round(162.5) = 162, (250 - 162) // 2 = 44
+    assert center_crop_box(10, 20, 0.5) == (5, 2, 15, 7)
+    assert center_crop_box(7, 9, 1.0) == (0, 0, 9, 7)
+    with pytest.raises(DatasetError, match="crop fraction"):
+        center_crop_box(10, 10, 0.0)
+
+
+def test_center_cropped_mtfl_shifts_the_training_landmarks_and_links_the_test_split(tmp_path):
+    image = np.zeros((20, 40, 3), np.uint8)
+    image[10:12, 20:22] = 255  # the block the first landmark marks
+    (tmp_path / "src" / "lfw_5590").mkdir(parents=True)
+    Image.fromarray(image).save(tmp_path / "src" / "lfw_5590" / "x.png")
+    write_image(tmp_path / "src" / "AFLW" / "y.jpg", 15, 15)
+    (tmp_path / "src" / "training.txt").write_text("lfw_5590\\x.png 20 2 3 4 5 10 7 8 9 10 1 2 2 3\n")
+    (tmp_path / "src" / "testing.txt").write_text("AFLW/y.jpg 1.5 2 3 4 5 6 7 8 9 10 2 1 2 4\n")
+    out = write_center_cropped_mtfl(tmp_path / "src", tmp_path / "out", 0.5, progress=False)
+    train, test = MTFL(out, "train"), MTFL(out, "test")
+    # box (10, 5, 30, 15): the image is 20 x 10 and every landmark moves by (-10, -5)
+    assert train[0]["image"].shape[:2] == (10, 20)
+    np.testing.assert_allclose(train[0]["points"][0], [10, 5])
+    np.testing.assert_allclose(train[0]["points"][1:, 0], [-8, -7, -6, -5])
+    assert train[0]["image"][5:7, 10:12].mean() > 150 > train[0]["image"][:3].mean()  # the block moved with its landmark
+    assert train[0]["attributes"] == {"gender": 1, "smile": 2, "glasses": 2, "pose": 3}
+    np.testing.assert_array_equal(test[0]["points"], MTFL(tmp_path / "src", "test")[0]["points"])
+    assert test[0]["image"].shape[:2] == (15, 15)
