@@ -17,8 +17,8 @@ from corrmark.data import (
     open_dataset,
     open_image_dataset,
 )
-from corrmark.errors import DatasetError, UnknownNameError
 from corrmark.data.images import center_crop_box, write_center_cropped_mtfl
+from corrmark.errors import DatasetError, UnknownNameError
 
 
 def write_image(path, height=6, width=8, value=0):

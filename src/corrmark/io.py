@@ -125,8 +125,13 @@ def read_points_file(path: str | os.PathLike) -> np.ndarray:
 
 def write_json_atomic(path: str | os.PathLike, payload) -> None:
     """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write text through a temporary file and a rename, so a reader never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    temporary.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    temporary.write_text(text)
     os.replace(temporary, path)

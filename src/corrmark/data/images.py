@@ -5,6 +5,7 @@ Each is a sequence of ``ImageSample`` dicts (see ``corrmark.data.base``).
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DatasetError
+from ..io import write_text_atomic
 from .base import ImageDataset, check_files_exist, check_split, require_dir, require_file
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -138,25 +140,26 @@ def write_center_cropped_mtfl(root, out, fraction: float, *, quality: int = 95, 
 
     source, out = MTFL(root, "train", load_images=False), Path(out)
     lines = []
-    for line in tqdm(source.list_file.read_text().splitlines(), desc="crop MTFL", unit="image", disable=not progress):
-        if not line.strip():
-            continue
-        fields = line.split()
-        relative = fields[0].replace("\\", "/")
+    for sample in tqdm(source, total=len(source), desc="crop MTFL", unit="image", disable=not progress):
+        relative = Path(sample["path"]).relative_to(source.root)
+        left, top, right, bottom = center_crop_box(*sample["shape"], fraction)
         target = out / relative
-        with Image.open(source.root / relative) as image:
-            left, top, right, bottom = center_crop_box(image.height, image.width, fraction)
-            if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                partial = target.with_name(target.name + ".part")
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{target.name}.tmp{os.getpid()}")
+            with Image.open(sample["path"]) as image:
                 image.convert("RGB").crop((left, top, right, bottom)).save(partial, format="JPEG", quality=quality)
-                partial.replace(target)
-        xs = [float(v) - left for v in fields[1:6]]
-        ys = [float(v) - top for v in fields[6:11]]
-        lines.append(" ".join([relative, *(f"{v:.6f}" for v in xs + ys), *fields[11:15]]))
-    _link_test_split(Path(root), out)
-    _write_text_atomic(out / MTFL.FILES["train"], "\n".join(lines) + "\n")
+            os.replace(partial, target)
+        lines.append(_mtfl_line(relative, sample["points"] - (left, top), sample["attributes"]))
+    _link_test_split(source.root, out)
+    write_text_atomic(out / MTFL.FILES["train"], "\n".join(lines) + "\n")
     return out
+
+
+def _mtfl_line(relative: Path, points: np.ndarray, attributes: dict) -> str:
+    """One line of an MTFL list file: path, all five x, all five y, then the attributes (the order MTFL reads)."""
+    numbers = [f"{v:.6f}" for v in (*points[:, 0], *points[:, 1])]
+    return " ".join([relative.as_posix(), *numbers, *(str(attributes[name]) for name in MTFL.ATTRIBUTES)])
 
 
 def _link_test_split(root: Path, out: Path) -> None:
@@ -166,13 +169,7 @@ def _link_test_split(root: Path, out: Path) -> None:
         if not link.exists():
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(folder.resolve(), target_is_directory=True)
-    _write_text_atomic(out / MTFL.FILES["test"], test.list_file.read_text())
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".part")
-    partial.write_text(text)
-    partial.replace(path)
+    write_text_atomic(out / MTFL.FILES["test"], test.list_file.read_text())
 
 
 class CUBUnlabeled(ImageDataset):
