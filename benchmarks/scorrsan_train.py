@@ -2,9 +2,9 @@
 
     PYTHONPATH=src python benchmarks/scorrsan_train.py configs/scorrsan_faces_mt.yaml [--set key.sub=value ...]
 
-``--set`` overrides config values (YAML-parsed), e.g. ``--set teacher_student.dilation=3 --set name=abl_d3``; an
-override of ``name`` also moves the output to ``runs/<name>``. Prints the checkpoint to evaluate (``selected.pt`` for
-MT, else ``final.pt``).
+``--set`` overrides config values (YAML-parsed; ``corrmark.config.apply_overrides``), e.g.
+``--set teacher_student.dilation=3 --set name=abl_d3``; the output is ``runs/<name>``. Prints the checkpoint to
+evaluate (``selected.pt`` for MT, else ``final.pt``).
 """
 
 from __future__ import annotations
@@ -14,26 +14,12 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from corrmark.train import load_config, run_config  # noqa: E402
 from corrmark.train.scorrsan import select_mutual_head  # noqa: E402
-
-
-def apply_overrides(config: dict, overrides: list[str]) -> dict:
-    for item in overrides:
-        key, _, text = item.partition("=")
-        target = config
-        parts = key.split(".")
-        for part in parts[:-1]:
-            target = target.setdefault(part, {})
-        target[parts[-1]] = yaml.safe_load(text)
-        if key == "name":
-            config["output"] = f"runs/{config['name']}"
-    return config
 
 
 def main(argv=None) -> Path:
@@ -44,7 +30,7 @@ def main(argv=None) -> Path:
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    config = apply_overrides(load_config(args.config), args.overrides)
+    config = load_config(args.config, args.overrides)
     final = run_config(config, resume=args.resume, progress=False)
     if (config.get("teacher_student") or {}).get("variant") == "mt":
         final = select_mutual_head(final)

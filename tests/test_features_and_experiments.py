@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from corrmark.errors import CorrmarkError
-from corrmark.config import load_yaml
+from corrmark.config import load_config_file, load_yaml
 from corrmark.eval.experiment import PROTOCOL_DEFAULTS, protocol_of, resolve_eval_experiment
 from corrmark.models.features import DescriptorExtractor, parse_backbone_spec, prepare_image
 
@@ -32,9 +32,16 @@ def test_prepare_image_keeps_aspect_and_rounds_to_the_multiple():
     import numpy as np
 
     image = np.zeros((300, 200, 3), np.uint8)
-    assert prepare_image(image, 224, 14, True, "cpu").tensor.shape == (1, 3, 224, 154)
+    # the area of a 224 square at 3:2, each side rounded up to 14: 274.3 x 182.9 -> 280 x 196 (20 x 14 >= 16 x 16 cells)
+    assert prepare_image(image, 224, 14, True, "cpu").tensor.shape == (1, 3, 280, 196)
     assert prepare_image(image, 224, 14, False, "cpu").tensor.shape == (1, 3, 224, 224)
     assert prepare_image(image, 224, 14, True, "cpu").original_hw == (300, 200)
+    assert prepare_image(np.zeros((50, 50, 3), np.uint8), 224, 14, True, "cpu").tensor.shape == (1, 3, 224, 224)
+    # a 1 x 5000 strip: the longer side is capped at 4 x 224
+    assert prepare_image(np.zeros((1, 5000, 3), np.uint8), 224, 14, True, "cpu").tensor.shape == (1, 3, 14, 896)
+    for height, width in [(480, 640), (333, 500), (375, 500), (1000, 1500), (97, 211)]:
+        shape = prepare_image(np.zeros((height, width, 3), np.uint8), 336, 14, True, "cpu").tensor.shape
+        assert (shape[2] // 14) * (shape[3] // 14) >= 24 * 24  # never fewer cells than the 336 square
 
 
 def test_experiment_merges_file_defaults_and_overrides(tmp_path):
@@ -69,6 +76,6 @@ def test_checked_in_configs_are_valid():
     configs = sorted((Path(__file__).resolve().parents[1] / "configs" / "zero_shot").glob("*.yaml"))
     assert configs, "configs/zero_shot/ should hold the benchmark configs"
     for path in configs:
-        experiment = resolve_eval_experiment(load_yaml(path), {"root": "/any"})
+        experiment = resolve_eval_experiment(load_config_file(path), {"root": "/any"})
         protocol_of(experiment)  # raises on an invalid protocol
         assert experiment["matcher"]["name"] == "nn"

@@ -18,7 +18,7 @@ from .pck import PCKProtocol
 
 PROTOCOL_DEFAULTS = {"direction": "t2s", "threshold": "kp-bbox", "averaging": "pair",
                      "alphas": [0.05, 0.1, 0.15], "resolution": "original"}
-KNOWN_KEYS = {"dataset", "root", "split", "protocol", "matcher", "description"}
+KNOWN_KEYS = {"dataset", "root", "split", "protocol", "matcher", "description", "name", "config_file"}
 
 
 def resolve_eval_experiment(config: dict | None, overrides: dict) -> dict:

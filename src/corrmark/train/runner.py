@@ -15,7 +15,6 @@ Everything else is the method's own (``model:``, ``data:``, ``loss:``...). A met
 
 from __future__ import annotations
 
-import copy
 import importlib
 import inspect
 import os
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import load_yaml
+from ..config import apply_overrides, load_config_file
 from ..errors import CorrmarkError, UnknownNameError
 from .checkpoint import seed_everything
 from .distributed import DistributedSetup, barrier, device_for, process_group, resolve_setup
@@ -69,13 +68,12 @@ def _builder(method: str) -> Callable:
     return builder
 
 
-def load_config(path_or_dict) -> dict:
-    """A deep copy of a config dict, or the YAML file's content (its path recorded under ``config_file``)."""
+def load_config(path_or_dict, overrides=()) -> dict:
+    """A deep copy of a config dict, or the YAML file's config (``base:`` merged, its path under ``config_file``;
+    ``corrmark.config``), with ``overrides`` (``["train.steps=50"]``) applied."""
     if isinstance(path_or_dict, dict):
-        return copy.deepcopy(path_or_dict)
-    config = load_yaml(path_or_dict)
-    config.setdefault("config_file", str(path_or_dict))
-    return config
+        return apply_overrides(path_or_dict, overrides)
+    return apply_overrides(load_config_file(path_or_dict), overrides)
 
 
 def seeded_config(path_or_dict, seed: int) -> dict:
