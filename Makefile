@@ -8,20 +8,25 @@ VENV ?= $(HOME)/.cache/corrmark/venvs/$(DEPS_KEY)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv browser demo test test-fast bench clean
+.PHONY: venv browser demo test test-fast clean
+
+# The venv holds the dependencies only, never this clone: several clones share it, and each runs its own src/ (so
+# `make demo` in one clone cannot change what `corrmark` means in another).
+RUN := PYTHONPATH=$(CURDIR)/src $(PY)
 
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+	print('\n'.join(p['dependencies'] + p['optional-dependencies']['test']))" > $(VENV)/requirements.txt
+	$(PY) -m pip install --quiet -r $(VENV)/requirements.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 
 demo: venv
-	$(VENV)/bin/corrmark demo --out demo-output
+	$(RUN) -m corrmark demo --out demo-output
 
 # tests/test_report_browser.py renders the demo report in headless Chromium: install Debian's chromium when it is
 # missing (root, or sudo without a password). Not fatal here: without a browser that test fails with a clear message,
@@ -36,10 +41,10 @@ browser:
 	echo "warning: installing chromium failed; the browser test will fail"
 
 test: venv browser
-	$(PY) -m pytest -q -ra
+	$(RUN) -m pytest -q -ra
 
 test-fast: venv browser
-	$(PY) -m pytest -q -m "not slow"
+	$(RUN) -m pytest -q -m "not slow"
 
 clean:
 	rm -rf demo-output .pytest_cache

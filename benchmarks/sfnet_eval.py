@@ -26,8 +26,8 @@ from corrmark.models.sfnet import SFNetMatcher
 from corrmark.ops import warp_backward
 from sfnet_common import write_result
 
-SAME_BACKBONE = {"backbone": "dinov2_vits14+efficientnet_lite0", "layers": [[8], [3, 4]], "image_size": 224,
-                 "keep_aspect": False}
+SAME_BACKBONE = {"preset": "dinov2-block8-soft", "backbone": "dinov2_vits14+efficientnet_lite0",
+                 "layers": [[8], [3, 4]], "image_size": 224, "keep_aspect": False}
 
 
 def build(args):

@@ -15,7 +15,7 @@ from corrmark.bench import MatcherSpec, bench_matchers, pf_willow_pairs
 
 CONFIGS = {
     "nn-dinov2-b8-224": {"preset": "dinov2-block8"},
-    "nn-efficientnet-224": {"backbone": "efficientnet_lite0", "image_size": 224, "sigma": 0},
+    "nn-efficientnet-224": {"preset": "dinov2-block8", "backbone": "efficientnet_lite0"},
     "nn-best": {"preset": "best"},
     "nn-fused-block8": {"preset": "fused-block8"},
 }

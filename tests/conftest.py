@@ -26,4 +26,4 @@ def nn_matcher():
     """The zero-shot DINOv2 block-8 matcher (built once: the ONNX conversion is cached after the first run)."""
     from corrmark import load_matcher
 
-    return load_matcher("nn", backbone="dinov2_vits14", layers=[8], image_size=224)
+    return load_matcher("nn", preset="dinov2-block8-soft")

@@ -15,7 +15,7 @@ import torch
 from corrmark.backbones import Backbone, FeatureSpec, available_backbones, build_backbone
 from corrmark.backbones._weights import DOWNLOAD_ENV, cached_conversion, cache_dir
 from corrmark.cache import CACHE_ENV
-from corrmark.backbones.dinov2 import DinoV2Backbone
+from corrmark.backbones.dinov2 import IMAGENET_MEAN, IMAGENET_STD, DinoV2Backbone
 from corrmark.backbones.efficientnet import (
     efficientnet_lite0_classifier,
     imagenet_logits,
@@ -182,6 +182,24 @@ def test_dinov2_facets_by_name(dinov2):
                                atol=1e-4, rtol=1e-4)
     assert not torch.allclose(norm["norm2"], tokens["block2"])
     assert "dinov2_vits14@key" in available_backbones()
+
+
+def test_dinov2_overlapping_patches_give_a_grid_twice_as_fine(dinov2):
+    images = random_images(56, 70)
+    backbone = DinoV2Backbone(dinov2.vit, [2], "dinov2_vits14_s7", facet="norm", patch_stride=7)
+    assert backbone.feature_specs["norm2"].stride == 7
+    with torch.no_grad():
+        assert backbone(images)["norm2"].shape == (1, 384, 8, 10)
+        # cell (y, x) embeds the 14 px patch of the input padded by 3 (before) and 4 (after), starting at 7 * (y, x)
+        normalised = (images - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+        padded = torch.nn.functional.pad(normalised, (3, 4, 3, 4))
+        patches = backbone._patches(normalised)
+        by_hand = dinov2.vit.patch_embed.proj(padded[..., 21:35, 14:28])[0, :, 0, 0]
+    assert patches.shape == (1, 8, 10, 384)
+    torch.testing.assert_close(patches[0, 3, 2], by_hand, atol=1e-4, rtol=1e-4)
+    assert "dinov2_vits14_s7@norm" in available_backbones()
+    with pytest.raises(CorrmarkError, match="stride"):
+        DinoV2Backbone(dinov2.vit, [2], "dinov2_vits14", patch_stride=5)
 
 
 def test_unknown_dinov2_facet_is_refused():

@@ -142,7 +142,7 @@ def test_landmarks_takes_the_model_from_the_checkpoint(tmp_path, capsys):
     assert exported["model"]["name"] == "c3" and np.asarray(exported["images"][0]["points"]).shape == (3, 2)
     assert main(["landmarks", str(image), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o2"),
                  "--model", "jlad"]) == 2
-    assert "unknown JLAD option" in capsys.readouterr().err
+    assert "is a c3 checkpoint, not jlad" in capsys.readouterr().err
 
 
 def test_a_trained_matcher_option_it_does_not_take_is_one_line(tmp_path, capsys):

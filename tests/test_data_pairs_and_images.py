@@ -1,6 +1,7 @@
 """The generic pairs file, the image collections (ImageFolder, MTFL, CUB) and the dataset registry, on fixtures."""
 
 import csv
+from pathlib import Path
 import json
 
 import numpy as np
@@ -93,6 +94,21 @@ def test_image_folder_sorted_recursive_and_skips_unreadable(tmp_path):
     empty.mkdir()
     with pytest.raises(DatasetError, match="no readable image"):
         ImageFolder(empty)
+
+
+def test_image_folder_val_split_holds_every_tenth_image_of_each_category(tmp_path):
+    for index in range(12):
+        write_image(tmp_path / "cars" / f"{index:02d}.png")
+    for index in range(3):
+        write_image(tmp_path / "ducks" / f"{index:02d}.png")
+    names = lambda dataset: [Path(record["path"]).relative_to(tmp_path).as_posix() for record in dataset]
+    every = names(ImageFolder(tmp_path))
+    val, train = names(ImageFolder(tmp_path, "val")), names(ImageFolder(tmp_path, "train"))
+    assert val == ["cars/09.png"]  # the 10th car; 3 ducks give no held-out image
+    assert sorted(train + val) == sorted(every) and len(every) == 15
+    assert ImageFolder(tmp_path, "all").describe()["images"] == 15
+    with pytest.raises(UnknownNameError, match="val"):
+        ImageFolder(tmp_path, "test")
 
 
 def test_mtfl_fixture(tmp_path):

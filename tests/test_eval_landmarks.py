@@ -153,6 +153,14 @@ def test_export_landmarks_writes_json_and_pictures(tmp_path):
     assert payload["images"][0]["points"][0] == [15.0, 10.0]
     assert payload["images"][0]["shape"] == [40, 60]
     assert len(summary["images"]) == 1 and (tmp_path / "out" / "overview.png").is_file()
+    coco = json.loads((tmp_path / "out" / "landmarks.coco.json").read_text())
+    assert coco["images"] == [{"id": 1, "file_name": "in.png", "height": 40, "width": 60}]
+    assert coco["categories"][0]["keypoints"] == ["landmark0", "landmark1", "landmark2"]
+    assert coco["annotations"][0]["keypoints"][:3] == [15.0, 10.0, 2]
+    from corrmark.propagate import read_annotation
+
+    points, visible, names = read_annotation(tmp_path / "out" / "landmarks.coco.json", path)  # reads back as input
+    assert points.shape == (3, 2) and visible.all() and names == coco["categories"][0]["keypoints"]
 
 
 def test_per_category_regression_fits_each_category_on_its_own():

@@ -99,3 +99,55 @@ def test_atomic_json_leaves_no_temporary_file(tmp_path):
     write_json_atomic(tmp_path / "sub" / "out.json", {"a": 1})
     assert json.loads((tmp_path / "sub" / "out.json").read_text()) == {"a": 1}
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["out.json"]
+
+
+def test_exif_orientation_is_applied_like_a_viewer(tmp_path):
+    """A phone photo stored landscape with orientation 6 (turn 90 degrees clockwise to view) reads upright."""
+    stored = np.zeros((20, 30, 3), dtype=np.uint8)
+    stored[0, 0] = (255, 0, 0)  # stored top-left: after the clockwise turn it is the viewer's top-right
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    path = tmp_path / "portrait.jpg"
+    image.save(path, exif=exif, quality=100, subsampling=0)
+    upright = read_image(path)
+    assert upright.shape == (30, 20, 3)
+    assert upright[0, -1, 0] > 200 and upright[0, -1, 1] < 60 and upright[0, 0, 0] < 60
+    from corrmark.data.base import image_shape
+
+    assert image_shape(path) == (30, 20)  # the header size a dataset checks points against, upright too
+    from corrmark.io import check_keypoints
+
+    check_keypoints([[19, 29]], upright.shape[:2])  # a point in viewer orientation is inside
+
+
+@pytest.mark.parametrize("mode,dtype,peak", [("I;16", np.uint16, 65535), ("I", np.int32, 65535),
+                                             ("F", np.float32, 1.0)])
+def test_high_bit_depth_files_are_scaled_to_8_bits(tmp_path, mode, dtype, peak):
+    ramp = (np.linspace(0, 1, 64).reshape(8, 8) * peak).astype(dtype)
+    image = Image.fromarray(ramp)  # uint16 -> "I;16", int32 -> "I", float32 -> "F"
+    assert image.mode == mode
+    path = tmp_path / ("ramp.png" if mode == "I;16" else "ramp.tif")
+    image.save(path)
+    array = read_image(path)
+    assert array.shape == (8, 8, 3) and array.dtype == np.uint8
+    expected = np.round(np.linspace(0, 1, 64).reshape(8, 8) * 255)
+    assert np.abs(array[..., 0].astype(float) - expected).max() <= 1  # not all white, not all black
+
+
+def test_float_tiff_above_one_is_scaled_by_its_maximum(tmp_path):
+    path = tmp_path / "hdr.tif"
+    Image.fromarray(np.full((4, 4), 4.0, dtype=np.float32).clip(0, None) * np.eye(4, dtype=np.float32), mode="F").save(path)
+    array = read_image(path)
+    assert array[0, 0, 0] == 255 and array[0, 1, 0] == 0
+
+
+def test_torch_tensors_read_like_arrays(rgb_array):
+    import torch
+
+    chw = torch.from_numpy(rgb_array).permute(2, 0, 1)
+    assert np.array_equal(read_image(chw), rgb_array)
+    assert np.array_equal(read_image(chw.float() / 255), rgb_array)
+    assert read_image(chw[:1]).shape == rgb_array.shape  # one channel -> grey RGB
+    with pytest.raises(ImageReadError):
+        read_image(chw.float())  # floats beyond [0, 1]

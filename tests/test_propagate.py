@@ -301,3 +301,97 @@ def test_a_real_proposal_beats_a_missing_one_even_at_zero_confidence():
     far_off = (np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([0.0, 0.5]), None)
     points, confidence, _, sources = combine_proposals([missing, far_off])
     assert points.tolist() == [[1, 2], [3, 4]] and confidence.tolist() == [0, 0.5] and sources.tolist() == [1, 1]
+
+
+def test_cvat_coco_export_round_trip_keeps_category_and_image_ids(folder, tmp_path):
+    """A CVAT "COCO Keypoints 1.0" export as input: the output keeps its category (id 3, names, skeleton) and the
+    ids of the images it lists, gives new ids to the others, and reads back as a points file itself."""
+    from pathlib import Path
+
+    from corrmark.propagate import read_coco_context
+
+    fixture = Path(__file__).parent / "fixtures" / "cvat_coco_keypoints.json"
+    annotated, images = folder
+    context = read_coco_context(fixture)
+    points, visible, names = read_annotation(fixture, annotated)
+    assert names == ["nose", "left_ear", "tail"] and visible.all()  # v = 1 is labelled too
+    out = tmp_path / "out.json"
+    propagate_keypoints(ScaleMatcher(), [(annotated, points, visible)], images, out, progress=False,
+                        keypoint_names=names, coco=context)
+    coco = json.loads(out.read_text())
+    assert coco["categories"] == [{"id": 3, "name": "dog", "supercategory": "", "keypoints": names,
+                                   "skeleton": [[1, 2], [1, 3]]}]
+    ids = {image["file_name"]: image["id"] for image in coco["images"]}
+    assert ids["a.png"] == 13 and ids["b.jpg"] == 12 and min(ids["c.png"], ids["d.PNG"]) == 14
+    assert {a["category_id"] for a in coco["annotations"]} == {3}
+    assert len({a["id"] for a in coco["annotations"]}) == len(coco["annotations"])
+    b = next(a for a in coco["annotations"] if a["image_id"] == 12)
+    np.testing.assert_allclose(coco_points(b)[0], SOURCE_POINTS * 2, atol=0.01)
+    again, _, again_names = read_annotation(out, images / "b.jpg")  # the output is a valid input
+    np.testing.assert_allclose(again, SOURCE_POINTS * 2, atol=0.01)
+    assert again_names == names
+
+
+def test_visibility_follows_the_documented_confidence_threshold(folder, tmp_path):
+    from corrmark.formats import VISIBLE_THRESHOLD
+
+    annotated, images = folder
+    out = tmp_path / "out.json"
+    propagate_keypoints(ScaleMatcher(), [(annotated, SOURCE_POINTS)], images, out, progress=False,
+                        visible_threshold=1.01)  # nothing reaches it: every predicted point v = 1
+    flags = {v for a in json.loads(out.read_text())["annotations"] for v in a["keypoints"][2::3]}
+    assert flags == {1}
+    propagate_keypoints(ScaleMatcher(), [(annotated, SOURCE_POINTS)], images, out, progress=False, resume=False)
+    annotations = json.loads(out.read_text())["annotations"]
+    for annotation in annotations:  # a perfect matcher: confidence 1 >= the default threshold
+        assert set(annotation["keypoints"][2::3]) == {2}
+    assert 0.36 < VISIBLE_THRESHOLD < 0.37
+
+
+def test_label_studio_predictions_round_trip(folder, tmp_path):
+    from corrmark.formats import read_label_studio_points
+
+    annotated, images = folder
+    out, tasks_file = tmp_path / "out.json", tmp_path / "tasks.json"
+    propagate_keypoints(ScaleMatcher(), [(annotated, SOURCE_POINTS)], images, out, progress=False,
+                        keypoint_names=["a", "b", "c"], label_studio=tasks_file, image_url_prefix="/data/local-files/?d=")
+    tasks = json.loads(tasks_file.read_text())
+    coco = json.loads(out.read_text())
+    assert [task["data"]["image"] for task in tasks] == [f"/data/local-files/?d={i['file_name']}" for i in coco["images"]]
+    region = tasks[0]["predictions"][0]["result"][0]
+    assert region["type"] == "keypointlabels" and region["value"]["keypointlabels"] == ["a"] and "score" in region
+    # percent of the image from its top-left corner: pixel centre 0 of a 64 px image is at 100 * 0.5 / 64 %
+    read_back = read_label_studio_points(tasks, ["a", "b", "c"])
+    for image in coco["images"]:
+        expected = coco_points(next(a for a in coco["annotations"] if a["image_id"] == image["id"]))[0]
+        np.testing.assert_allclose(read_back[f"/data/local-files/?d={image['file_name']}"], expected, atol=0.01)
+
+
+def test_cli_label_studio_format_keeps_the_coco_beside_it(folder, tmp_path):
+    annotated, images = folder
+    points = tmp_path / "points.json"
+    points.write_text(json.dumps(SOURCE_POINTS.tolist()))
+    out = tmp_path / "tasks.json"
+    code = main(["propagate", "--annotated", str(annotated), "--points", str(points), str(images), "--out", str(out),
+                 "--format", "label-studio", "--quiet", "--preset", "dinov2-block8"])
+    assert code == 0
+    assert isinstance(json.loads(out.read_text()), list)
+    assert json.loads((tmp_path / "tasks.coco.json").read_text())["annotations"]
+
+
+def test_sigterm_saves_like_ctrl_c(folder, tmp_path):
+    import os
+    import signal
+
+    annotated, images = folder
+    out = tmp_path / "out.json"
+
+    def terminate(file_name):
+        os.kill(os.getpid(), signal.SIGTERM)  # what a scheduler's stop sends
+
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        propagate_keypoints(ScaleMatcher(), [(annotated, SOURCE_POINTS)], images, out, progress=False, save_every=100,
+                            on_image=terminate)
+    assert len(json.loads(out.read_text())["images"]) == 1  # saved at once, not after save_every images
+    assert signal.getsignal(signal.SIGTERM) == previous  # the handler is put back

@@ -1,5 +1,6 @@
-"""The demo's HTML report rendered by headless Chromium (Debian ``chromium``): every picture loads, the tables hold
-numbers, and the screenshot is not blank.
+"""The HTML pages corrmark writes, rendered by headless Chromium (Debian ``chromium``): the demo report (every
+picture loads, the tables hold numbers, the legend and the PCK plot are there, the screenshot is not blank) and the
+propagation gallery (pictures load, the confidence and keypoint-name legends are there).
 
 ``make test`` installs chromium when it is missing. Without it this test FAILS, so a CI machine without a browser is
 noticed; set CORRMARK_SKIP_BROWSER_TEST=1 to skip it deliberately, or CORRMARK_CHROMIUM to a browser binary.
@@ -148,3 +149,32 @@ def test_a_missing_picture_is_detected(demo_report, tmp_path):
     assert page.body.get("data-images-broken") == "1"
     assert [image["src"] for image in page.images if image.get("data-loaded") == "no"] == [first.name]
     assert f"1 of {report.read_text().count('<img ')} pictures failed to load" in dom
+
+
+def test_demo_report_explains_its_pictures(demo_report, tmp_path):
+    binary, report = demo_report
+    dom = run_chromium(binary, report, tmp_path, "--dump-dom").stdout
+    assert 'data-legend="How to read the figures"' in dom and "ring: the true target point" in dom
+    assert '<svg class="plot"' in dom and 'data-series="zero-shot: DINOv2-S block 8' in dom  # PCK against alpha
+
+
+def test_propagation_gallery_renders_with_legends(tmp_path):
+    """A gallery from a tiny propagation (a matcher that scales points): pictures load, legends name the keypoints."""
+    from test_propagate import ScaleMatcher, _image
+
+    from corrmark.propagate import propagate_keypoints
+
+    binary = chromium_binary()
+    annotated = _image(tmp_path / "annotated.png", 64, 48)
+    images = tmp_path / "images"
+    images.mkdir()
+    for name, width, height in [("a.png", 64, 48), ("b.png", 128, 96)]:
+        _image(images / name, width, height)
+    summary = propagate_keypoints(ScaleMatcher(), [(annotated, [[10.0, 12.0], [50.0, 20.0]])], images,
+                                  tmp_path / "out.json", gallery_dir=tmp_path / "gallery", progress=False,
+                                  keypoint_names=["nose", "tail"])
+    page_path = Path(summary["gallery"])
+    dom = run_chromium(binary, page_path, tmp_path, "--dump-dom").stdout
+    page = parse_dom(dom)
+    assert page.body.get("data-images") == "2" and page.body.get("data-images-broken") == "0"
+    assert 'data-legend="Right image, point colour"' in dom and "0 nose" in dom and "1 tail" in dom

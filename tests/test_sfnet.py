@@ -115,3 +115,43 @@ def test_resnet101_conv4_conv5_matcher_and_strict_checkpoint(resnet_weights, tmp
     assert "adaptations.1.bn.running_mean" in str(error.value) and "adaptations.9.conv.weight" in str(error.value)
     with pytest.raises(CheckpointError, match="needs trained weights"):
         load_matcher("sfnet")
+
+
+def test_equal_source_scaling_unadapted_is_the_zero_shot_fused_descriptor(resnet_weights):
+    from corrmark.models.features import DescriptorExtractor
+
+    files = {"timm:resnet101": str(resnet_weights)}
+    config = {"levels": [["timm:resnet101:3", "timm:resnet101:4"]], "image_size": 64, "kernel_sizes": [1],
+              "source_scaling": "equal", "adaptation": False}
+    matcher = SFNetMatcher(config, weights_files=files)
+    images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    levels = matcher.features(images)
+    fused = DescriptorExtractor([("timm:resnet101", [3, 4], 1.0)], weights_files=files)(images)
+    assert torch.allclose(matcher.head.adapt(levels)[0], fused, atol=1e-5)
+    channels = SFNetMatcher(dict(config, source_scaling="channels"), weights_files=files)
+    assert not torch.allclose(channels.head.adapt(channels.features(images))[0], fused, atol=1e-3)
+    with pytest.raises(Exception, match="source_scaling"):
+        SFNetConfig(source_scaling="loud")
+
+
+def test_fallback_takes_the_frozen_match_where_the_head_is_unsure(resnet_weights):
+    files = {"timm:resnet101": str(resnet_weights)}
+    config = {"levels": [["timm:resnet101:3"]], "image_size": 64, "kernel_sizes": [1], "argmax_normalize": False,
+              "sigma": 2}
+    torch.manual_seed(1)
+    head = SFNetHead(SFNetConfig(**config), [1024])
+    torch.nn.init.constant_(head.adaptations[0].bn.weight, 5.0)  # an adaptation far from the identity
+    torch.nn.init.normal_(head.adaptations[0].bn.bias, std=5.0)
+    state = head.state_dict()
+    rng = np.random.default_rng(0)
+    source = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    target = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+
+    def grid(**options):
+        return SFNetMatcher(dict(config, **options), head_state=state, weights_files=files).grid_mapping(source, target)
+
+    frozen = SFNetMatcher(dict(config, adaptation=False), weights_files=files).grid_mapping(source, target)
+    adapted = grid()
+    assert not torch.allclose(adapted, frozen, atol=1e-3)
+    assert torch.allclose(grid(fallback=1.01), frozen)  # no cosine reaches 1.01: every cell falls back
+    assert torch.allclose(grid(fallback=1e-9), adapted)  # every best score is positive: no cell falls back

@@ -121,3 +121,19 @@ def test_run_config_dispatch_and_resume(tmp_path):
     assert read_checkpoint(final)["config"]["method"] == "toy-test"
     with pytest.raises(CorrmarkError, match="unknown training method"):
         run_config({"method": "nope"}, out_dir=tmp_path / "x")
+
+
+def test_resume_after_a_kill_keeps_each_log_row_once_and_removes_stale_temporary_files(tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    make_trainer(run, 14).fit(stop_after=7)
+    for name in ("step_00000007.pt", "step_00000006.pt"):  # killed before these saves: it resumes from step 3
+        (run / "checkpoints" / name).unlink(missing_ok=True)
+    stale = run / "checkpoints" / ".step_00000009.pt.abc123.tmp"  # a save that a kill interrupted
+    stale.write_bytes(b"partial")
+    resumed = make_trainer(run, 14)
+    resumed.fit(resume=True)
+    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) == [2, 4, 6, 8, 10, 12, 14]
+    assert not stale.exists()

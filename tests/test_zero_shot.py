@@ -46,7 +46,7 @@ def test_dense_mapping_shape_and_range(nn_matcher, dog):
 
 
 def test_automatic_flip_recovers_a_mirrored_target(dog):
-    matcher = load_matcher("nn", backbone="dinov2_vits14", layers=[8], image_size=224, flip="auto")
+    matcher = load_matcher("nn", preset="dinov2-block8-soft", flip="auto")
     mirrored = np.ascontiguousarray(dog[:, ::-1])
     points = np.array([[60.0, 60.0], [140.0, 110.0], [220.0, 170.0]])
     moved = matcher.transfer_keypoints(dog, mirrored, points)
@@ -79,6 +79,28 @@ def test_bad_keypoints_are_errors_not_clamped(nn_matcher, dog):
 
 def test_empty_point_list(nn_matcher, dog):
     assert nn_matcher.transfer_keypoints(dog, dog, np.zeros((0, 2))).shape == (0, 2)
+    assert nn_matcher.transfer_keypoints(dog, dog, []).shape == (0, 2)
+
+
+def test_tensors_and_batches(nn_matcher, dog):
+    import torch
+
+    from corrmark.errors import CorrmarkError
+
+    points = np.array([[50.0, 60.0], [120.0, 90.0]])
+    single = nn_matcher.transfer_keypoints(dog, dog[:, ::-1], points)
+    as_tensor = nn_matcher.transfer_keypoints(torch.from_numpy(dog).permute(2, 0, 1), dog[:, ::-1], points)
+    np.testing.assert_allclose(as_tensor, single, atol=1e-4)
+    # one source, two targets: a list of results, each what the single call gives
+    batch = nn_matcher.transfer_keypoints(dog, [dog[:, ::-1], dog], [points, points[:1]])
+    assert len(batch) == 2 and batch[1].shape == (1, 2)
+    np.testing.assert_allclose(batch[0], single, atol=1e-6)
+    mappings = nn_matcher.estimate_mapping([dog, dog[:100]], dog)
+    assert [mapping.shape for mapping in mappings] == [dog.shape[:2] + (2,)] * 2
+    with pytest.raises(CorrmarkError, match="one point list per pair"):
+        nn_matcher.transfer_keypoints(dog, [dog, dog], points[:1])
+    with pytest.raises(CorrmarkError, match="2 source and 3 target images"):
+        nn_matcher.estimate_mapping([dog, dog], [dog, dog, dog])
 
 
 def test_unknown_names_and_options():

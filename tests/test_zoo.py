@@ -223,6 +223,9 @@ def test_zoo_entry_options_reach_the_loader_and_the_caller_overrides_them(checkp
     (zoo_record("x", "resnet", "matcher"), "method 'resnet'"),
     (zoo_record("x", "sfnet", "matcher", file="../outside.pt"), "inside the zoo folder"),
     (zoo_record("x", "sfnet", "matcher", colour="red"), "unknown field"),
+    (zoo_record("x", "sfnet", "matcher", sha256=10 ** 63), "64 hex digits in quotes"),  # unquoted digits: an int
+    (zoo_record("x", "sfnet", "matcher", sha256="abc"), "64 hex digits"),
+    (zoo_record("x", "sfnet", "matcher", url="https://example.org/x.pt"), "no sha256"),
 ])
 def test_a_malformed_index_is_one_clear_error(tmp_path, record, message):
     write_zoo(tmp_path, [record])
@@ -294,3 +297,22 @@ def test_demo_without_a_zoo_shows_zero_shot_only(tiny_examples, tmp_path, monkey
     assert "No trained models shown" in html and "tiny zero-shot" in html
     with pytest.raises(UnknownNameError, match="tiny-nn"):
         run_demo(tmp_path / "demo", progress=False, matchers=["nope"])
+
+
+def test_zoo_downloads_missing_weights_only_when_allowed_and_checks_them(checkpoints, tmp_path, monkeypatch):
+    published = tmp_path / "published" / "remote.pt"
+    published.parent.mkdir()
+    export_weights(checkpoints["jlad"], published)
+    folder = write_zoo(tmp_path / "zoo", [zoo_record("remote", "jlad", "landmarks", url=published.as_uri(),
+                                                     sha256=file_sha256(published))])
+    monkeypatch.setenv("CORRMARK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("CORRMARK_ALLOW_DOWNLOAD", raising=False)
+    assert not list_zoo(folder)[0].available
+    with pytest.raises(CheckpointError, match="CORRMARK_ALLOW_DOWNLOAD=1"):
+        load_zoo_landmarks("remote", folder=folder)
+    monkeypatch.setenv("CORRMARK_ALLOW_DOWNLOAD", "1")
+    assert load_zoo_landmarks("remote", folder=folder).describe()["num_landmarks"] == 3
+    assert (tmp_path / "cache" / "zoo" / "remote.pt").is_file() and list_zoo(folder)[0].available
+    write_zoo(tmp_path / "zoo", [zoo_record("remote", "jlad", "landmarks", url=published.as_uri(), sha256="1" * 64)])
+    with pytest.raises(CheckpointError, match="sha256"):  # a cached download is checked like a local file
+        load_zoo_landmarks("remote", folder=folder)

@@ -11,7 +11,7 @@ from .errors import CorrmarkError
 from .io import read_image
 from .models import LandmarkModel, Matcher, available_matchers, load_landmark_model, load_matcher
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["CorrmarkError", "LandmarkModel", "Matcher", "available_matchers", "load_landmark_model", "load_matcher",
            "read_image"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import ImageLike, read_image, write_json_atomic
+from .io import ImageLike, prepare_output_dir, read_image, write_json_atomic
 from .models.base import Matcher
 from .viz import blend, draw_matches, save_image, warp_image
 
@@ -24,14 +24,13 @@ def match_pair(matcher: Matcher, source: ImageLike, target: ImageLike, out_dir: 
       are not labelled (v = 0) are not transferred (``null`` in ``target_points``).
     Returns a summary of what was written.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     source_image, target_image = read_image(source), read_image(target)
     annotation = None
     if points_file is not None:  # read first: fail early on a bad file
-        from .propagate import read_annotation
+        from .formats import read_annotation
 
         annotation = read_annotation(points_file, source if isinstance(source, (str, os.PathLike)) else "")
+    out_dir = prepare_output_dir(out_dir)  # after the inputs: a bad input leaves no empty folder behind
 
     mapping = matcher.estimate_mapping(source_image, target_image)
     _save_npy(out_dir / "mapping.npy", mapping.astype(np.float32))

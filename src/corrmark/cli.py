@@ -18,7 +18,12 @@ import shlex
 import sys
 from pathlib import Path
 
+from . import __version__
+from .device import resolve_device
 from .errors import CorrmarkError
+from .formats import VISIBLE_THRESHOLD
+
+DEVICE_HELP = "auto (default: the first CUDA GPU when there is one, else cpu), cpu, cuda or cuda:N"
 
 
 def _add_matcher_options(parser: argparse.ArgumentParser) -> None:
@@ -31,13 +36,17 @@ def _add_matcher_options(parser: argparse.ArgumentParser) -> None:
                        help="backbone name(s); fuse with '+', e.g. dinov2_vits14+efficientnet_lite0")
     group.add_argument("--layers", nargs="+", default=None,
                        help="layers per backbone, comma-separated within one backbone: '--layers 8,9 3'")
-    group.add_argument("--image-size", type=int, default=None, help="longer side the images are resized to")
-    group.add_argument("--square", action="store_true", help="resize to a square instead of keeping the aspect")
+    group.add_argument("--image-size", type=int, default=None,
+                       help="side of the square the images are resized to (default 336)")
+    aspect = group.add_mutually_exclusive_group()
+    aspect.add_argument("--square", action="store_true", help="resize to an IMAGE_SIZE square (the default)")
+    aspect.add_argument("--keep-aspect", action="store_true",
+                        help="keep the aspect ratio at the area of the IMAGE_SIZE square (never fewer cells)")
     group.add_argument("--mutual", action="store_true", help="soft mutual-nearest-neighbour filtering")
     group.add_argument("--flip", choices=["none", "auto"], default=None, help="match the mirrored target too")
     group.add_argument("--sigma", type=float, default=None, help="kernel soft-argmax window (cells); 0 = hard argmax")
     group.add_argument("--beta", type=float, default=None, help="soft-argmax temperature")
-    group.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    group.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
 def parse_layers(tokens: list[str] | None):
@@ -58,7 +67,7 @@ def matcher_options(args) -> dict:
         "backbone": args.backbone,
         "layers": parse_layers(args.layers),
         "image_size": args.image_size,
-        "keep_aspect": False if args.square else None,
+        "keep_aspect": False if args.square else True if args.keep_aspect else None,
         "mutual": True if args.mutual else None,
         "flip": args.flip,
         "beta": args.beta,
@@ -75,7 +84,7 @@ def matcher_from_args(args):
 def _cmd_eval(args) -> int:
     from . import load_matcher
     from .data import open_dataset
-    from .config import load_yaml
+    from .config import load_config_file
     from .eval.experiment import protocol_of, resolve_eval_experiment
     from .eval.runner import evaluate_matcher, format_pck_table
     from .io import write_json_atomic
@@ -86,7 +95,7 @@ def _cmd_eval(args) -> int:
         "protocol": {"direction": args.direction, "threshold": args.threshold, "averaging": args.averaging,
                      "alphas": args.alphas, "resolution": _resolution(args.resolution)},
     }
-    experiment = resolve_eval_experiment(load_yaml(args.config) if args.config else None, overrides)
+    experiment = resolve_eval_experiment(load_config_file(args.config) if args.config else None, overrides)
     protocol = protocol_of(experiment)
     dataset = open_dataset(experiment["dataset"], experiment["root"], split=experiment["split"])
     spec = experiment["matcher"]
@@ -121,11 +130,11 @@ def _cmd_match(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from .train import DistributedSetup, run_config, seeded_config
+    from .train import DistributedSetup, load_config, run_config, seeded_config
 
-    config, out_dir = args.config, args.out
+    config, out_dir = load_config(args.config, args.set or ()), args.out
     if args.seed is not None:  # a repeat of the experiment with another seed, in its own folder
-        config = seeded_config(args.config, args.seed)
+        config = seeded_config(config, args.seed)
         out_dir = out_dir or config["output"]
     final = run_config(config, out_dir=out_dir, resume=args.resume, device=args.device, progress=not args.quiet)
     setup = DistributedSetup.from_environment()
@@ -195,7 +204,7 @@ def _cmd_landmarks(args) -> int:
     from .eval.landmarks import export_landmarks
 
     model = load_landmark_model(landmark_model_name(args), checkpoint=args.checkpoint, device=args.device)
-    written = export_landmarks(model, args.images, args.out)
+    written = export_landmarks(model, args.images, args.out, progress=not args.quiet)
     print(f"landmarks of {len(args.images)} images: {written['json']}")
     return 0
 
@@ -238,32 +247,41 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_zoo(args) -> int:
+    from tqdm import tqdm
+
     from .zoo import check_zoo_entry, list_zoo, zoo_dir
 
     folder = args.folder or zoo_dir()
     entries = list_zoo(folder)
     print(f"model zoo: {Path(folder).resolve()}")
-    for entry in entries:
+    checking = tqdm(entries, desc="loading zoo models", unit="model", disable=not args.check or args.quiet,
+                    leave=False)
+    for entry in checking:
         state = "present" if entry.available else "missing"
         if args.check and entry.available:
             state = check_zoo_entry(entry, device=args.device)
-        print(f"{entry.name:28s} {entry.method:9s} {entry.kind:10s} {entry.file:32s} {state}")
+        tqdm.write(f"{entry.name:28s} {entry.method:9s} {entry.kind:10s} {entry.file:32s} {state}")
     return 0
 
 
 def _cmd_propagate(args) -> int:
-    from .propagate import propagate_keypoints, read_annotation
+    from .propagate import propagate_keypoints, read_annotation, read_coco_context
 
     images_dir = _propagate_images_dir(args)
     if len(args.points) not in (1, len(args.annotated)):
         raise CorrmarkError(f"give one --points file, or one per --annotated image ({len(args.annotated)})")
     points_files = args.points if len(args.points) > 1 else args.points * len(args.annotated)
     annotations = [read_annotation(points, image) for points, image in zip(points_files, args.annotated)]
+    coco_out, label_studio = args.out, None
+    if args.format == "label-studio":  # the COCO document stays beside it: it is what a later run resumes
+        coco_out, label_studio = str(Path(args.out).with_suffix("")) + ".coco.json", args.out
     summary = propagate_keypoints(
         matcher_from_args(args), [(image, points, visible) for image, (points, visible, _) in
                                   zip(args.annotated, annotations)],
-        images_dir, args.out, gallery_dir=args.gallery, resume=not args.no_resume, progress=not args.quiet,
-        keypoint_names=annotations[0][2], category=args.category, recursive=args.recursive)
+        images_dir, coco_out, gallery_dir=args.gallery, resume=not args.no_resume, progress=not args.quiet,
+        keypoint_names=annotations[0][2], category=args.category, recursive=args.recursive,
+        coco=read_coco_context(points_files[0]), visible_threshold=args.visible_threshold,
+        label_studio=label_studio, image_url_prefix=args.image_url_prefix)
     for key, value in summary.items():
         print(f"{key}: {value}")
     return 0
@@ -296,6 +314,7 @@ def _cmd_bench(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="corrmark", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"corrmark {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     evaluate = commands.add_parser("eval", help="PCK of a matcher on a benchmark")
@@ -327,7 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="experiment YAML with a 'method:' key")
     train.add_argument("--out", default=None, help="output folder (default: the config's 'output', else runs/<name>)")
     train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the output folder")
-    train.add_argument("--device", default="cpu")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a config value (YAML), e.g. --set train.steps=50 --set data.limit=100; the run "
+                            "is then named after the overrides (runs/<name>__<overrides>)")
+    train.add_argument("--device", default="auto", help=DEVICE_HELP)
     train.add_argument("--quiet", action="store_true")
     train.add_argument("--seed", type=int, default=None,
                        help="override the config's seed; the default output folder gets a _seed<N> suffix")
@@ -353,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     landmark_eval.add_argument("--test-limit", type=int, default=None)
     landmark_eval.add_argument("--figure", default=None, help="PNG of discovered landmarks on test images")
     landmark_eval.add_argument("--json", default=None)
-    landmark_eval.add_argument("--device", default="cpu")
+    landmark_eval.add_argument("--device", default="auto", help=DEVICE_HELP)
     landmark_eval.add_argument("--quiet", action="store_true")
     landmark_eval.set_defaults(handler=_cmd_eval_landmarks)
 
@@ -363,7 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     landmarks.add_argument("--model", default=None,
                            help="landmark model: jlad or c3 (default: the checkpoint's method, else jlad)")
     landmarks.add_argument("--out", required=True)
-    landmarks.add_argument("--device", default="cpu")
+    landmarks.add_argument("--quiet", action="store_true", help="no progress bar")
+    landmarks.add_argument("--device", default="auto", help=DEVICE_HELP)
     landmarks.set_defaults(handler=_cmd_landmarks)
 
     demo = commands.add_parser("demo", help="zero-shot and trained matchers on the bundled pairs: an HTML report")
@@ -372,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--matchers", nargs="+", default=None,
                       help="run only these: zero-shot 'dinov2-block8', 'best', and/or zoo model names")
     demo.add_argument("--no-trained", action="store_true", help="zero-shot matchers only (no model zoo weights)")
-    demo.add_argument("--device", default="cpu")
+    demo.add_argument("--device", default="auto", help=DEVICE_HELP)
     demo.add_argument("--quiet", action="store_true")
     demo.set_defaults(handler=_cmd_demo)
 
@@ -384,7 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     zoo = commands.add_parser("zoo", help="list the model zoo (zoo/zoo.yaml) and which weights files are present")
     zoo.add_argument("--folder", default=None, help="zoo folder (default: $CORRMARK_ZOO, else zoo/ of the checkout)")
     zoo.add_argument("--check", action="store_true", help="also load every present model through its loader")
-    zoo.add_argument("--device", default="cpu")
+    zoo.add_argument("--quiet", action="store_true", help="no progress bar")
+    zoo.add_argument("--device", default="auto", help=DEVICE_HELP)
     zoo.set_defaults(handler=_cmd_zoo)
 
     propagate = commands.add_parser("propagate", help="transfer keypoints from annotated images to a folder (COCO)")
@@ -397,7 +421,15 @@ def build_parser() -> argparse.ArgumentParser:
     propagate.add_argument("--gallery", default=None, help="folder for an HTML gallery to review the points")
     propagate.add_argument("--no-resume", action="store_true", help="start over instead of skipping done images")
     propagate.add_argument("--recursive", action="store_true", help="include images in subfolders")
-    propagate.add_argument("--category", default="object", help="COCO category name (default: object)")
+    propagate.add_argument("--category", default="object",
+                           help="COCO category name (default: object; a COCO --points file's own category wins)")
+    propagate.add_argument("--format", choices=["coco", "label-studio"], default="coco",
+                           help="--out as COCO keypoints (default) or Label Studio predictions (then the COCO "
+                                "document is written beside it as OUT.coco.json)")
+    propagate.add_argument("--visible-threshold", type=float, default=VISIBLE_THRESHOLD,
+                           help=f"confidence from which a point is written v=2 (below: v=1); default {VISIBLE_THRESHOLD}")
+    propagate.add_argument("--image-url-prefix", default="",
+                           help="Label Studio: data.image = PREFIX + file name (e.g. /data/local-files/?d=dogs/)")
     propagate.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_matcher_options(propagate)
     propagate.set_defaults(handler=_cmd_propagate)
@@ -415,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=1, help="times each pair is timed (default 1)")
     bench.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     bench.add_argument("--json", default=None, help="write the rows here")
-    bench.add_argument("--device", default="cpu")
+    bench.add_argument("--device", default="auto", help=DEVICE_HELP)
     bench.add_argument("--quiet", action="store_true", help="do not print each row")
     bench.set_defaults(handler=_cmd_bench)
     return parser
@@ -426,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv  # recorded with results, so every number names the command that produced it
     try:
+        if hasattr(args, "device"):
+            args.device = str(resolve_device(args.device))
         return args.handler(args)
     except CorrmarkError as error:
         print(f"corrmark: error: {error}", file=sys.stderr)

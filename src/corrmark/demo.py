@@ -16,10 +16,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from .bundled import bundled_dir
 from .errors import CorrmarkError, DatasetError, UnknownNameError
 from .eval.pck import pck_per_pair, threshold_length
 from .io import read_image
-from .viz import Report, blend, draw_matches, draw_points, save_image, warp_image
+from .viz import Report, blend, colour, draw_matches, draw_points, line_plot_svg, save_image, warp_image, with_legend
 
 # Zero-shot matchers the demo shows: key (for --matchers) -> (label, load_matcher("nn", ...) options).
 ZERO_SHOT = {
@@ -45,17 +46,18 @@ class MatcherRun:
     description: dict
     load_seconds: float
     scores: list = field(default_factory=list)  # per pair: (PCK, correct, total)
+    errors: list = field(default_factory=list)  # per pair: keypoint errors / the pair's kp-bbox length
     seconds: list = field(default_factory=list)
     figures: list = field(default_factory=list)  # per pair: path relative to the report
 
 
 def examples_dir() -> Path:
-    """The bundled examples: $CORRMARK_EXAMPLES, else ``examples/`` of the source checkout."""
-    candidates = [os.environ.get("CORRMARK_EXAMPLES"), Path(__file__).resolve().parents[2] / "examples"]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "pairs.json").is_file():
-            return Path(candidate)
-    raise DatasetError("bundled examples not found: set CORRMARK_EXAMPLES to a folder with pairs.json")
+    """The bundled examples: $CORRMARK_EXAMPLES, else ``examples/`` of the source checkout, else the installed
+    package's copy (``corrmark.bundled``)."""
+    try:
+        return bundled_dir("examples", "pairs.json", "CORRMARK_EXAMPLES")
+    except CorrmarkError as error:
+        raise DatasetError(str(error)) from None
 
 
 def run_demo(out_dir: str | os.PathLike = "corrmark-demo", device="cpu", progress: bool = True,
@@ -154,15 +156,17 @@ def _run_matcher(candidate: DemoMatcher, pairs: list, examples: Path, out_dir: P
     run = MatcherRun(candidate, matcher.describe(), time.perf_counter() - started)
     for index, pair in enumerate(tqdm(pairs, desc=candidate.key, disable=not progress, unit="pair")):
         name = f"p{index}_{_slug(candidate.key)}.jpg"
-        score, seconds = _match_pair(matcher, pair, examples, out_dir / name)
+        score, errors, seconds = _match_pair(matcher, pair, examples, out_dir / name)
         run.scores.append(score)
+        run.errors.append(errors)
         run.seconds.append(seconds)
         run.figures.append(name)
     return run
 
 
-def _match_pair(matcher, pair: dict, examples: Path, figure_path: Path) -> tuple[tuple, float]:
-    """Transfer the pair's keypoints and warp its source; draws one figure; returns ((PCK, correct, total), seconds)."""
+def _match_pair(matcher, pair: dict, examples: Path, figure_path: Path) -> tuple[tuple, np.ndarray, float]:
+    """Transfer the pair's keypoints and warp its source; draws one figure; returns ((PCK, correct, total),
+    normalised errors, seconds)."""
     source, target = read_image(examples / pair["source"]), read_image(examples / pair["target"])
     source_points = np.asarray(pair["source_points"], dtype=float)
     target_points = np.asarray(pair["target_points"], dtype=float)
@@ -176,7 +180,8 @@ def _match_pair(matcher, pair: dict, examples: Path, figure_path: Path) -> tuple
     matches = draw_matches(source, target, source_points, predicted, target_points)
     warped = warp_image(source, mapping)
     save_image(_stack(matches, np.concatenate([warped, blend(target, warped)], axis=1)), figure_path)
-    return (correct / max(total, 1), correct, total), seconds
+    errors = np.linalg.norm(predicted - target_points, axis=1) / length
+    return (correct / max(total, 1), correct, total), errors, seconds
 
 
 def _stack(top: Image.Image, bottom: np.ndarray) -> Image.Image:
@@ -237,7 +242,8 @@ def _draw_landmarks(entry, images: list[str], examples: Path, out_dir: Path, dev
     figures = []
     for index, (image, array, found) in enumerate(zip(images, arrays, points)):
         name = f"landmarks_{_slug(entry.name)}_{index}.jpg"
-        save_image(draw_points(array, found, labels=list(range(len(found)))), out_dir / name)
+        picture = draw_points(array, found, labels=list(range(len(found))))
+        save_image(with_legend(picture, [(colour(k), f"landmark {k}") for k in range(len(found))]), out_dir / name)
         figures.append((name, f"{entry.name}: {len(found)} landmarks on {Path(image).name}"))
     return figures
 
@@ -252,9 +258,15 @@ def _write_report(out_dir: Path, runs: list, pairs: list, entries: list, landmar
         f"source keypoints transferred to within {ALPHA} x the size of the target's keypoint box (s2t). Each figure: "
         f"source and target with the transferred keypoints (lines; rings = ground truth), below it the source warped "
         f"onto the target and blended with it. Seconds per pair: keypoint transfer + dense mapping, on this machine.")
+    report.legend([((230, 25, 75), "dot: a keypoint (its colour = its index; source left, prediction right)"),
+                   (None, "coloured line: source keypoint -> predicted target point"),
+                   (None, "ring: the true target point; white line: the error"),
+                   (None, "bottom row: the source warped onto the target, then blended with it")],
+                  title="How to read the figures")
     for note in notes:
         report.paragraph(note, note=True)
     _summary_table(report, runs, pairs)
+    _pck_curve(report, runs)
     for index, pair in enumerate(pairs):
         _pair_section(report, runs, index, pair)
     report.heading("Discovered landmarks")
@@ -285,6 +297,21 @@ def _summary_table(report: Report, runs: list, pairs: list) -> None:
         if overlap:
             report.paragraph(f"{run.matcher.key} saw some of these images in training: {overlap}. Those scores are "
                              f"not test numbers.", note=True)
+
+
+PLOT_ALPHAS = np.round(np.linspace(0.01, 0.25, 25), 3)
+
+
+def _pck_curve(report: Report, runs: list) -> None:
+    """PCK against alpha per matcher (pair-averaged, s2t, kp-bbox), as an inline plot."""
+    if not runs:
+        return
+    series = {run.matcher.label: (PLOT_ALPHAS, [float(np.mean([np.mean(errors <= alpha) for errors in run.errors]))
+                                                for alpha in PLOT_ALPHAS]) for run in runs}
+    report.heading("PCK against the threshold")
+    report.paragraph("Share of keypoints within alpha x the target keypoint box (s2t), averaged over the pairs above; "
+                     "higher and further left is better.", note=True)
+    report.svg(line_plot_svg(series, "alpha (fraction of the keypoint box)", "PCK"))
 
 
 def _training_overlap(run: MatcherRun, pairs: list) -> str:

@@ -30,3 +30,8 @@ class UnknownNameError(CorrmarkError, KeyError):
 
 class CheckpointError(CorrmarkError, RuntimeError):
     """A checkpoint that is missing, unreadable or does not match the model it is loaded into."""
+
+
+class OutputError(CorrmarkError, OSError):
+    """An output location that cannot be written (a file where a folder is wanted, a read-only folder, ...),
+    detected before the work starts."""

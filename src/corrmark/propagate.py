@@ -19,12 +19,20 @@
   and when the run ends or is interrupted, so stopping loses at most the image in progress.
 - **Bad images** (unreadable, smaller than ``MIN_IMAGE_SIDE``, or a matcher error on them) go to ``failed`` with the
   reason; the run goes on.
+- **Visibility** in the output: ``v = 2`` for a point whose confidence is at least ``VISIBLE_THRESHOLD`` (exp(-1):
+  its round trip came back within 5 % of the object's size), ``v = 1`` (labelled, not trusted) below it, ``v = 0``
+  where nothing was predicted; ``keypoint_scores`` holds every confidence.
+- **Formats**: COCO keypoints JSON; a COCO input's category (names, skeleton, id) and image ids are kept
+  (``corrmark.formats``, e.g. a CVAT "COCO Keypoints 1.0" export). ``label_studio`` also writes Label Studio
+  predictions (percent coordinates, a ``score`` per point).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +43,12 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from .errors import CorrmarkError, ImageReadError, InvalidKeypointsError
-from .io import check_keypoints, points_inside, read_image, read_points_file, write_json_atomic
+from .formats import (  # noqa: F401 (read_annotation, read_coco_context: the propagate API, docs/API.md)
+    VISIBLE_THRESHOLD, CocoContext, box_and_area, coco_keypoints, coco_points, label_studio_tasks,
+    read_annotation, read_coco_context)
+from .io import check_keypoints, check_output_file, points_inside, read_image, write_json_atomic
 from .models.base import Matcher
-from .viz import Report, draw_points, save_image
+from .viz import Report, colour, draw_points, save_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 CYCLE_SCALE = 0.05  # cycle error, as a fraction of the annotated keypoint-box diagonal, that scores exp(-1)
@@ -71,76 +82,6 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
         raise ImageReadError(f"images folder not found: {folder}")
     candidates = folder.rglob("*") if recursive else folder.iterdir()
     return sorted(path for path in candidates if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS)
-
-
-def read_annotation(points_file: str | os.PathLike, image_path: str | os.PathLike):
-    """The keypoints of ``image_path`` in ``points_file``: returns (points (N, 2), visible (N,), names or None).
-
-    Formats: COCO keypoints JSON (the first annotation of the image whose ``file_name`` matches the end of
-    ``image_path``; a file with a single image needs no match; v > 0 = labelled), a JSON list of [x, y, v] rows, and
-    everything ``read_points_file`` reads ([[x, y], ...], {"points": ...}, CSV/TXT x,y), where every point is labelled.
-    """
-    path = Path(points_file)
-    data = _load_json(path) if path.suffix.lower() == ".json" else None
-    if isinstance(data, dict) and "annotations" in data:
-        return _read_coco_annotation(data, path, Path(image_path))
-    rows = np.asarray(data if isinstance(data, list) else [], dtype=object)
-    if rows.ndim == 2 and rows.shape[1] == 3:  # [x, y, v] rows
-        triples = _as_float(rows, path).reshape(-1, 3)
-        return triples[:, :2], triples[:, 2] > 0, None
-    points = read_points_file(path)
-    names = data.get("names") if isinstance(data, dict) else None
-    return points, np.ones(len(points), dtype=bool), names
-
-
-def _load_json(path: Path):
-    if not path.is_file():
-        raise InvalidKeypointsError(f"points file not found: {path}")
-    try:
-        return json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidKeypointsError(f"cannot parse points file {path}: {error}") from None
-
-
-def _as_float(values, path: Path) -> np.ndarray:
-    try:
-        return np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise InvalidKeypointsError(f"cannot parse points file {path}: {error}") from None
-
-
-def _read_coco_annotation(data: dict, path: Path, image_path: Path):
-    images = data.get("images") or []
-    matching = [entry for entry in images if _same_file(image_path, entry.get("file_name", ""))]
-    if matching:
-        image_id = matching[0].get("id")
-    elif len(images) <= 1:
-        image_id = images[0].get("id") if images else None
-    else:
-        raise InvalidKeypointsError(f"{path} has no image whose file_name matches {image_path.name}")
-    annotations = [entry for entry in data["annotations"]
-                   if "keypoints" in entry and (image_id is None or entry.get("image_id") == image_id)]
-    if not annotations:
-        raise InvalidKeypointsError(f"{path} has no keypoint annotation for {image_path.name}")
-    triples = _as_float(annotations[0]["keypoints"], path).reshape(-1, 3)
-    return triples[:, :2], triples[:, 2] > 0, _coco_keypoint_names(data, annotations[0])
-
-
-def _same_file(image_path: Path, file_name: str) -> bool:
-    """``file_name`` names ``image_path`` when it equals the last parts of the path (``dog.jpg``, ``set/dog.jpg``)."""
-    parts = Path(file_name).parts
-    return bool(parts) and image_path.parts[-len(parts):] == parts
-
-
-def _coco_keypoint_names(data: dict, annotation: dict):
-    """The keypoint names of the annotation's category (or of the only category, when it names none)."""
-    categories = [entry for entry in data.get("categories") or [] if entry.get("keypoints")]
-    for category in categories:
-        if category.get("id") == annotation.get("category_id"):
-            return list(category["keypoints"])
-    if "category_id" not in annotation and len(categories) == 1:
-        return list(categories[0]["keypoints"])
-    return None
 
 
 def load_annotated(items: Iterable[tuple]) -> list[AnnotatedImage]:
@@ -236,28 +177,37 @@ def propagate_keypoints(matcher: Matcher, annotated, images, out_path: str | os.
                         gallery_dir: str | os.PathLike | None = None, resume: bool = True, progress: bool = True, *,
                         keypoint_names: Sequence[str] | None = None, category: str = "object",
                         recursive: bool = False, save_every: int = SAVE_EVERY, limit: int | None = None,
-                        on_image: Callable[[str], None] | None = None) -> dict:
+                        on_image: Callable[[str], None] | None = None, coco: CocoContext | None = None,
+                        visible_threshold: float = VISIBLE_THRESHOLD, label_studio: str | os.PathLike | None = None,
+                        image_url_prefix: str = "") -> dict:
     """Transfer the keypoints of ``annotated`` to every image of ``images`` and write COCO keypoints JSON.
 
     ``annotated``: (image path, points (N, 2)[, visible (N,)]) items. ``images``: a folder (its images, sorted;
     ``recursive`` for subfolders) or a list of paths; ``file_name`` in the output is relative to the folder (for a
     list: to the paths' common folder). ``limit`` processes at most that many new images (then the output is a
-    valid partial result that a later run resumes); ``on_image(file_name)`` is called after each image. See the
-    module docstring for confidence, combination, resume and failures. Returns a summary of the run.
+    valid partial result that a later run resumes); ``on_image(file_name)`` is called after each image. ``coco``:
+    the category and image ids to keep from a COCO input (``read_coco_context``). ``label_studio``: also write Label
+    Studio predictions there (``data.image`` = ``image_url_prefix`` + file name). See the module docstring for
+    confidence, visibility, combination, resume and failures. Returns a summary of the run.
     """
     started = time.perf_counter()
     if save_every < 1:
         raise CorrmarkError(f"save_every must be at least 1, got {save_every}")
     sources = load_annotated(annotated)
     root, paths = _resolve_images(images, recursive)
+    for path in (out_path, label_studio):  # before any matching: a run must not find out at its first save
+        if path is not None:
+            check_output_file(path)
     names = list(keypoint_names) if keypoint_names else [f"kp{i}" for i in range(len(sources[0].points))]
     if len(names) != len(sources[0].points):
         raise InvalidKeypointsError(f"{len(names)} keypoint names for {len(sources[0].points)} keypoints")
-    output = PropagationOutput(Path(out_path), matcher, sources, names, category, root, resume)
+    output = PropagationOutput(Path(out_path), matcher, sources, names, category, root, resume,
+                               coco or CocoContext(), visible_threshold, label_studio, image_url_prefix)
     todo = [path for path in paths if _file_name(path, root) not in output.done]
     if limit is not None:
         todo = todo[:limit]
     figures = Path(gallery_dir) / "figures" if gallery_dir is not None else None
+    restore_sigterm = _sigterm_as_interrupt()
     try:
         for count, path in enumerate(tqdm(todo, desc="propagate", unit="image", disable=not progress), 1):
             file_name = _file_name(path, root)
@@ -267,7 +217,8 @@ def propagate_keypoints(matcher: Matcher, annotated, images, out_path: str | os.
             if count % save_every == 0:
                 output.save()
     finally:
-        output.save()  # an interrupted run keeps every finished image
+        output.save()  # an interrupted run (Ctrl-C, SIGTERM) keeps every finished image
+        restore_sigterm()
     gallery = write_gallery(output.coco, sources, root, gallery_dir, title=str(out_path)) if gallery_dir else None
     attempted = output.attempted()
     return {"out": str(out_path), "images": len(paths), "propagated": len(todo) - output.new_failures,
@@ -275,6 +226,19 @@ def propagate_keypoints(matcher: Matcher, annotated, images, out_path: str | os.
             "remaining": sum(_file_name(path, root) not in attempted for path in paths),
             "mean_score": output.mean_score(), "gallery": str(gallery) if gallery else None,
             "seconds": round(time.perf_counter() - started, 2)}
+
+
+def _sigterm_as_interrupt() -> Callable[[], None]:
+    """Until the returned function is called, SIGTERM (a job scheduler's stop, ``kill``) interrupts like Ctrl-C, so
+    the run saves what it has; outside the main thread nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _resolve_images(images, recursive: bool) -> tuple[Path, list[Path]]:
@@ -327,26 +291,33 @@ class PropagationOutput:
     """The COCO document being built, its resume logic and its atomic writes."""
 
     def __init__(self, path: Path, matcher: Matcher, sources: list[AnnotatedImage], names: list[str],
-                 category: str, root: Path, resume: bool):
-        self.path = path
+                 category: str, root: Path, resume: bool, context: CocoContext, visible_threshold: float,
+                 label_studio=None, image_url_prefix: str = ""):
+        self.path, self.context, self.visible_threshold = path, context, float(visible_threshold)
+        self.label_studio, self.image_url_prefix = label_studio, image_url_prefix
         self.settings = _round_trip({
-            "matcher": matcher.describe(), "keypoint_names": names,
-            "annotated_keypoints": [_coco_keypoints(s.points, np.full(len(s.points), 2.0), s.visible)
+            "matcher": matcher.describe(), "keypoint_names": names, "visible_threshold": self.visible_threshold,
+            "annotated_keypoints": [coco_keypoints(s.points, np.full(len(s.points), 2.0), s.visible)
                                     for s in sources]})
+        kept = dict(context.category or {})
+        self.category = {"id": kept.get("id", 1), "name": kept.get("name", category),
+                         "supercategory": kept.get("supercategory", category), "keypoints": names,
+                         "skeleton": kept.get("skeleton", [])}
         self.coco = {
             "info": {"description": "keypoints propagated by corrmark propagate", "confidence": CONFIDENCE_RULE,
                      "combination": COMBINATION_RULE, "images_root": str(root),
                      "annotated_images": [str(s.path) for s in sources], "settings": self.settings},
             "images": [], "annotations": [],
-            "categories": [{"id": 1, "name": category, "supercategory": category, "keypoints": names,
-                            "skeleton": []}],
+            "categories": [self.category],
             "failed": [],
         }
         self.new_failures = 0
         if resume and path.is_file():
             self._resume(path)
         self.done = {image["file_name"] for image in self.coco["images"]}
-        self.next_id = max((image["id"] for image in self.coco["images"]), default=0) + 1
+        taken = [image["id"] for image in self.coco["images"]] + list(context.image_ids.values())
+        self.next_id = max(taken, default=0) + 1  # for images the input does not list
+        self.next_annotation_id = max((entry["id"] for entry in self.coco["annotations"]), default=0) + 1
 
     def _resume(self, path: Path) -> None:
         try:
@@ -364,16 +335,20 @@ class PropagationOutput:
 
     def add_image(self, file_name: str, shape, points, confidence, similarity, source_index) -> dict:
         self._forget_failure(file_name)
-        image_id, self.next_id = self.next_id, self.next_id + 1
+        image_id = self.context.image_id(file_name)
+        if image_id is None:
+            image_id, self.next_id = self.next_id, self.next_id + 1
+        annotation_id, self.next_annotation_id = self.next_annotation_id, self.next_annotation_id + 1
         found = source_index >= 0
+        flags = np.where(confidence >= self.visible_threshold, 2.0, 1.0)
         annotation = {
-            "id": image_id, "image_id": image_id, "category_id": 1,
-            "keypoints": _coco_keypoints(points, np.full(len(points), 2.0), found),
+            "id": annotation_id, "image_id": image_id, "category_id": self.category["id"],
+            "keypoints": coco_keypoints(points, flags, found),
             "num_keypoints": int(found.sum()),
             "score": round(float(confidence[found].mean()), 4) if found.any() else 0.0,
             "keypoint_scores": [round(float(c), 4) for c in np.where(found, confidence, 0.0)],
             "keypoint_sources": [int(i) for i in source_index],
-            **_box_and_area(points[found]), "iscrowd": 0,
+            **box_and_area(points[found]), "iscrowd": 0,
         }
         if similarity is not None:
             annotation["keypoint_similarities"] = [round(float(s), 4) if f and np.isfinite(s) else None
@@ -402,34 +377,13 @@ class PropagationOutput:
 
     def save(self) -> None:
         write_json_atomic(self.path, self.coco)
+        if self.label_studio is not None:
+            write_json_atomic(self.label_studio, label_studio_tasks(self.coco, self.image_url_prefix))
 
 
 def _round_trip(value):
     """``value`` as it reads back from JSON (tuples become lists), so a resumed run compares like with like."""
     return json.loads(json.dumps(value))
-
-
-def _coco_keypoints(points: np.ndarray, flags: np.ndarray, present: np.ndarray) -> list:
-    """Flat COCO [x, y, v, ...]; absent points are (0, 0, 0) as COCO expects."""
-    flat = []
-    for (x, y), flag, here in zip(points, flags, present):
-        flat.extend([round(float(x), 2), round(float(y), 2), int(flag)] if here else [0, 0, 0])
-    return flat
-
-
-def _box_and_area(points: np.ndarray) -> dict:
-    if len(points) == 0:
-        return {"bbox": [0, 0, 0, 0], "area": 0}
-    low, high = points.min(axis=0), points.max(axis=0)
-    width, height = high - low
-    return {"bbox": [round(float(v), 2) for v in (*low, width, height)], "area": round(float(width * height), 2)}
-
-
-def coco_points(annotation: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(points (N, 2) with NaN where v = 0, scores (N,)) of an annotation of the output."""
-    triples = np.asarray(annotation["keypoints"], dtype=np.float64).reshape(-1, 3)
-    points = np.where(triples[:, 2:] > 0, triples[:, :2], np.nan)
-    return points, np.asarray(annotation.get("keypoint_scores", triples[:, 2] > 0), dtype=np.float64)
 
 
 # --- gallery -------------------------------------------------------------------------------------------------------
@@ -504,6 +458,11 @@ def write_gallery(coco: dict, sources: list[AnnotatedImage], root: Path, gallery
     report.paragraph(f"{len(items)} images, least confident first. Left: the annotated image that gave most points; "
                      f"right: propagated points coloured by confidence (red 0, yellow 0.5, green 1), numbered by "
                      f"keypoint. Confidence: {CONFIDENCE_RULE}.")
+    report.legend([(confidence_colour(value), f"confidence {value:g}") for value in (0.0, 0.25, 0.5, 0.75, 1.0)],
+                  title="Right image, point colour")
+    names = (coco.get("categories") or [{}])[0].get("keypoints") or []
+    report.legend([(colour(index), f"{index} {name}") for index, name in enumerate(names)],
+                  title="Keypoint numbers (left image: dot colours)")
     if coco["failed"]:
         report.table(["failed image", "reason"], [[e["file_name"], e["reason"]] for e in coco["failed"]])
     report.figures(items)

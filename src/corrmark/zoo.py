@@ -11,9 +11,11 @@ The folder is ``$CORRMARK_ZOO`` when set, else ``zoo/`` of the source checkout. 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .bundled import bundled_dir
 from .config import load_yaml
 from .errors import CheckpointError, CorrmarkError, UnknownNameError
 
@@ -40,21 +42,24 @@ class ZooEntry:
     category: str | None = None
     trained_on_examples: list = field(default_factory=list)
     options: dict = field(default_factory=dict)  # loader options the metrics were measured with (e.g. test_mutual)
+    url: str | None = None  # where the weights can be downloaded (CORRMARK_ALLOW_DOWNLOAD=1; needs sha256)
 
     @property
     def available(self) -> bool:
-        return self.path.is_file()
+        return self.path.is_file() or self.downloaded_path.is_file()
+
+    @property
+    def downloaded_path(self) -> Path:
+        """Where a download of the weights is kept: ``$CORRMARK_CACHE/zoo/<file>``."""
+        from .cache import cache_dir
+
+        return cache_dir("zoo") / self.file
 
 
 def zoo_dir() -> Path:
-    """The zoo folder: $CORRMARK_ZOO, else ``zoo/`` of the source checkout (both must hold zoo.yaml)."""
-    configured = os.environ.get("CORRMARK_ZOO")
-    candidate = Path(configured) if configured else Path(__file__).resolve().parents[2] / "zoo"
-    if not (candidate / INDEX_NAME).is_file():
-        where = "CORRMARK_ZOO" if configured else "the source checkout"
-        raise CorrmarkError(f"model zoo index not found: {candidate / INDEX_NAME} (from {where}); "
-                            f"set CORRMARK_ZOO to a folder with {INDEX_NAME}")
-    return candidate
+    """The zoo folder: $CORRMARK_ZOO, else ``zoo/`` of the source checkout, else the installed package's copy
+    (``corrmark.bundled``); it must hold zoo.yaml."""
+    return bundled_dir("zoo", INDEX_NAME, "CORRMARK_ZOO")
 
 
 def list_zoo(folder: str | os.PathLike | None = None) -> list[ZooEntry]:
@@ -117,18 +122,43 @@ def check_zoo_entry(entry: ZooEntry, device="cpu") -> str:
 
 
 def checked_weights(entry: ZooEntry) -> Path:
-    """The entry's weights file: present, and matching its sha256 when the index gives one."""
-    if not entry.available:
-        raise CheckpointError(f"zoo model '{entry.name}': weights file {entry.path} is missing "
-                              f"(export it with: corrmark export runs/{entry.name}/final.pt {entry.path})")
+    """The entry's weights file (the zoo folder's, else a download kept in the cache, else downloaded now from its
+    ``url`` when ``CORRMARK_ALLOW_DOWNLOAD=1``), matching its sha256 when the index gives one."""
+    path = entry.path if entry.path.is_file() else entry.downloaded_path
+    if not path.is_file():
+        if not entry.url:
+            raise CheckpointError(f"zoo model '{entry.name}': weights file {entry.path} is missing "
+                                  f"(export it with: corrmark export runs/{entry.name}/final.pt {entry.path})")
+        _download(entry)
     if entry.sha256:
         from .train.export import file_sha256
 
-        found = file_sha256(entry.path)
+        found = file_sha256(path)
         if found != entry.sha256.lower():
-            raise CheckpointError(f"zoo model '{entry.name}': {entry.path} has sha256 {found}, the index says "
+            raise CheckpointError(f"zoo model '{entry.name}': {path} has sha256 {found}, the index says "
                                   f"{entry.sha256}")
-    return entry.path
+    return path
+
+
+def _download(entry: ZooEntry) -> None:
+    """Fetch ``entry.url`` into the cache (atomically; the caller checks the sha256). Offline unless allowed."""
+    import urllib.request
+
+    from .backbones._weights import DOWNLOAD_ENV, download_allowed
+
+    if not download_allowed():
+        raise CheckpointError(f"zoo model '{entry.name}': weights not here; set {DOWNLOAD_ENV}=1 to download them "
+                              f"from {entry.url}, or put the file at {entry.path}")
+    target = entry.downloaded_path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.part{os.getpid()}")
+    try:
+        urllib.request.urlretrieve(entry.url, partial)  # noqa: S310 (the URL comes from the user's zoo index)
+        os.replace(partial, target)
+    except OSError as error:
+        raise CheckpointError(f"zoo model '{entry.name}': download from {entry.url} failed: {error}") from None
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _entry(record, folder: Path, index_path: Path) -> ZooEntry:
@@ -149,10 +179,16 @@ def _entry(record, folder: Path, index_path: Path) -> ZooEntry:
         raise CorrmarkError(f"{index_path}: entry '{label}' metrics must be a mapping of name -> number")
     if not isinstance(record.get("options") or {}, dict):
         raise CorrmarkError(f"{index_path}: entry '{label}' options must be a mapping of loader option -> value")
-    known = set(REQUIRED_FIELDS) | {"results", "sha256", "category", "trained_on_examples", "options"}
+    known = set(REQUIRED_FIELDS) | {"results", "sha256", "category", "trained_on_examples", "options", "url"}
     unknown = sorted(set(record) - known)
     if unknown:
         raise CorrmarkError(f"{index_path}: entry '{label}' has unknown field(s) {', '.join(unknown)}")
+    sha256 = record.get("sha256")
+    if sha256 is not None and not (isinstance(sha256, str) and re.fullmatch(r"[0-9a-fA-F]{64}", sha256)):
+        # a digits-only hash unquoted in YAML reads as an integer: refuse it rather than skip the check
+        raise CorrmarkError(f"{index_path}: entry '{label}' sha256 must be 64 hex digits in quotes, got {sha256!r}")
+    if record.get("url") and not sha256:
+        raise CorrmarkError(f"{index_path}: entry '{label}' has a url but no sha256 to check the download against")
     values = {key: record[key] for key in known if key in record}
     values["name"], values["file"] = str(values["name"]), str(relative)
     values["results"] = list(values.get("results") or [])

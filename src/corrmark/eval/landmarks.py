@@ -300,8 +300,8 @@ def evaluate_landmarks(model, train_dataset, test_dataset, normalisation: str = 
         eyes: indices of the two eye landmarks for ``inter-ocular`` (MTFL: 0, 1).
         train_limit, test_limit: seeded subsets (``None`` = all images; the CPU runs fit on a subset of the
             training split, recorded in the result).
-        figure: optional image path: the discovered landmarks (top) and regressed annotations (bottom) on the first
-            ``figure_images`` test images.
+        figure: optional image path: the discovered landmarks (top) and, below, the regressed annotated landmarks
+            (dots) beside the ground truth (rings) on the first ``figure_images`` test images, with a legend.
         per_category: fit one regressor per image ``category`` (objects with category-specific keypoints, e.g.
             PF-WILLOW: ``pfwillow_landmark_images(root, "train" / "test")`` with ``normalisation="kp-bbox"``).
 
@@ -319,7 +319,7 @@ def evaluate_landmarks(model, train_dataset, test_dataset, normalisation: str = 
     if figure is not None:
         count = min(int(figure_images), len(test_paths))
         landmark_figure([read_image(p) for p in test_paths[:count]], test_points[:count], figure,
-                        regressed=result["predicted"][:count])
+                        regressed=result["predicted"][:count], truth=test_annotated[:count])
     result.pop("errors")
     result.pop("predicted")
     names = dataset_names or (getattr(train_dataset, "name", "train"), getattr(test_dataset, "name", "test"))
@@ -398,23 +398,25 @@ def machine_description() -> dict:
 # --- pictures and export --------------------------------------------------------------------------------------------
 
 
-def landmark_figure(images: Sequence[np.ndarray], points, path, regressed=None, columns: int = 8, tile: int = 160):
+def landmark_figure(images: Sequence[np.ndarray], points, path, regressed=None, truth=None, columns: int = 8,
+                    tile: int = 160):
     """A grid of images with their discovered landmarks (``corrmark.viz.draw_points``); with ``regressed`` a second
-    row per image row shows the regressed annotated landmarks. Saves to ``path``; returns the path."""
+    row per image row shows the regressed annotated landmarks (dots), with ``truth`` beside the ground truth (rings,
+    a white line for the error). A legend strip says what the rows and colours mean. Saves to ``path``."""
     from PIL import Image
 
-    from ..viz import draw_points, save_image
+    from ..viz import colour, draw_points, draw_points_vs_truth, save_image, with_legend
 
     tiles = []
     for index, image in enumerate(images):
         scale = tile / max(image.shape[:2])
-        rows = [(points, None)] + ([(regressed, None)] if regressed is not None else [])
-        drawn = []
-        for values, _ in rows:
-            picture = draw_points(image, np.asarray(values[index]), radius=max(2.0, max(image.shape[:2]) / 60))
-            size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
-            drawn.append(picture.resize(size))
-        tiles.append(drawn)
+        radius = max(2.0, max(image.shape[:2]) / 60)
+        drawn = [draw_points(image, np.asarray(points[index]), radius=radius)]
+        if regressed is not None:
+            drawn.append(draw_points_vs_truth(image, regressed[index], truth[index], radius) if truth is not None
+                         else draw_points(image, np.asarray(regressed[index]), radius=radius))
+        tiles.append([picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))))
+                      for picture in drawn])
     if not tiles:
         raise CorrmarkError("no images to draw")
     columns = max(1, min(int(columns), len(tiles)))
@@ -425,28 +427,37 @@ def landmark_figure(images: Sequence[np.ndarray], points, path, regressed=None, 
         row, column = divmod(index, columns)
         for part, picture in enumerate(drawn):
             canvas.paste(picture, (column * tile, (row * per_row + part) * tile))
-    return save_image(canvas, path)
+    count = np.asarray(points[0]).shape[0]
+    entries = [(None, "top: discovered landmarks, colour = landmark index")]
+    entries += [(colour(k), str(k)) for k in range(count)]
+    if regressed is not None:
+        rows = "regressed annotated points (dots)" + (" and ground truth (rings, white line = error)"
+                                                      if truth is not None else "")
+        entries.append((None, f"second row: {rows}, colour = annotated point index"))
+    return save_image(with_legend(canvas, entries), path)
 
 
 def export_landmarks(model, images: Sequence[ImageLike], out_dir: str | os.PathLike, batch_size: int = 8,
-                     draw: bool = True) -> dict:
+                     draw: bool = True, progress: bool = False) -> dict:
     """Detect landmarks on ``images`` (paths or arrays) and write into ``out_dir``:
 
     - ``landmarks.json``: ``{"model": ..., "num_landmarks": K, "images": [{"image", "shape", "points" (K x [x, y],
       0-based pixels of that image)}]}``;
+    - ``landmarks.coco.json``: the same points as COCO keypoints (category ``landmarks`` with keypoints
+      ``landmark0..K-1``, every point ``v = 2``), for annotation tools (CVAT, Label Studio's COCO import);
     - with ``draw``: ``<index>_<stem>.png`` per image with the landmarks drawn (colour = landmark index) and
       ``overview.png`` (all images in a grid).
 
-    Returns ``{"json": path, "images": [png paths], "overview": path or None}``.
+    Returns ``{"json": path, "coco": path, "images": [png paths], "overview": path or None}``.
     """
-    from ..viz import draw_points, save_image
+    from ..viz import colour, draw_points, save_image, with_legend
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     arrays = [read_image(image) for image in images]
     if not arrays:
         raise CorrmarkError("give at least one image to detect landmarks on")
-    points, _ = detect_landmarks(model, arrays, batch_size)
+    points, _ = detect_landmarks(model, arrays, batch_size, progress=progress)
     names = [Path(str(image)).stem if isinstance(image, (str, os.PathLike)) else f"image{index}"
              for index, image in enumerate(images)]
     records, pictures = [], []
@@ -454,11 +465,32 @@ def export_landmarks(model, images: Sequence[ImageLike], out_dir: str | os.PathL
         records.append({"image": str(image) if isinstance(image, (str, os.PathLike)) else None,
                         "shape": list(array.shape[:2]), "points": np.round(found, 3).tolist()})
         if draw:
-            pictures.append(str(save_image(draw_points(array, found, labels=list(range(len(found)))),
-                                           out_dir / f"{index:04d}_{names[index]}.png")))
+            picture = with_legend(draw_points(array, found, labels=list(range(len(found)))),
+                                  [(colour(k), f"landmark {k}") for k in range(len(found))])
+            pictures.append(str(save_image(picture, out_dir / f"{index:04d}_{names[index]}.png")))
     json_path = out_dir / "landmarks.json"
     write_json_atomic(json_path, {"model": model.describe() if hasattr(model, "describe") else None,
                                   "num_landmarks": int(points.shape[1]), "coordinates": "0-based pixels (x, y)",
                                   "images": records})
+    coco_path = out_dir / "landmarks.coco.json"
+    write_json_atomic(coco_path, landmarks_coco(records, names, int(points.shape[1])))
     overview = str(landmark_figure(arrays, points, out_dir / "overview.png")) if draw else None
-    return {"json": str(json_path), "images": pictures, "overview": overview}
+    return {"json": str(json_path), "coco": str(coco_path), "images": pictures, "overview": overview}
+
+
+def landmarks_coco(records: list[dict], names: list[str], count: int) -> dict:
+    """COCO keypoints of detected landmarks: one image and one annotation per record (``export_landmarks``)."""
+    from ..formats import box_and_area, coco_keypoints
+
+    images, annotations = [], []
+    for index, (record, name) in enumerate(zip(records, names), start=1):
+        points = np.asarray(record["points"], dtype=np.float64).reshape(-1, 2)
+        images.append({"id": index, "file_name": Path(record["image"]).name if record["image"] else f"{name}.png",
+                       "height": record["shape"][0], "width": record["shape"][1]})
+        annotations.append({"id": index, "image_id": index, "category_id": 1, "iscrowd": 0,
+                            "keypoints": coco_keypoints(points, np.full(len(points), 2.0), np.ones(len(points), bool)),
+                            "num_keypoints": len(points), **box_and_area(points)})
+    return {"info": {"description": "landmarks detected by corrmark landmarks"}, "images": images,
+            "annotations": annotations,
+            "categories": [{"id": 1, "name": "landmarks", "supercategory": "landmarks",
+                            "keypoints": [f"landmark{k}" for k in range(count)], "skeleton": []}]}

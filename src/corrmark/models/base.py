@@ -7,12 +7,14 @@ keypoint propagation speak only to these classes.
 from __future__ import annotations
 
 import abc
+import functools
 from dataclasses import fields
 
 import numpy as np
 import torch
 
 from ..config import check_known_keys
+from ..errors import CorrmarkError
 from ..io import ImageLike, check_keypoints, read_image
 
 
@@ -25,19 +27,32 @@ class Matcher(abc.ABC):
 
     name: str = "matcher"
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in ("estimate_mapping", "transfer_keypoints"):  # every matcher takes batches the same way
+            if name in cls.__dict__:
+                setattr(cls, name, _over_batches(cls.__dict__[name]))
+
     @abc.abstractmethod
     def estimate_mapping(self, source: ImageLike, target: ImageLike) -> np.ndarray:
-        """Return (H_t, W_t, 2): the source (x, y) matching every target pixel."""
+        """Return (H_t, W_t, 2): the source (x, y) matching every target pixel.
+
+        Batches: ``source`` and/or ``target`` may be lists (of equal length, or one side a single image used for
+        every pair); the result is then a list, one entry per pair.
+        """
 
     def transfer_keypoints(self, source: ImageLike, target: ImageLike, points) -> np.ndarray:
         """Move ``points`` (N, 2) of the source image to the target image; returns (N, 2) target (x, y).
 
-        Points outside the source image or non-finite raise ``InvalidKeypointsError``. The default reads the
-        target-to-... mapping computed in the other direction (a source-grid mapping into the target) at the points;
-        methods with a sparse path override this.
+        Points outside the source image or non-finite raise ``InvalidKeypointsError``; no points give a (0, 2) result.
+        The default reads the mapping computed in the other direction (a source-grid mapping into the target) at the
+        points; methods with a sparse path override this. Batches as for ``estimate_mapping``, with ``points`` a list
+        of point arrays, one per pair.
         """
         source_image, target_image = read_image(source), read_image(target)
         points = check_keypoints(points, source_image.shape[:2], name="source keypoints")
+        if len(points) == 0:
+            return np.zeros((0, 2))
         mapping_on_source = self.estimate_mapping(target_image, source_image)  # source grid -> target coords
         return read_mapping_at(mapping_on_source, points)
 
@@ -58,6 +73,31 @@ class LandmarkModel(abc.ABC):
 
     def describe(self) -> dict:
         return {"name": self.name, "num_landmarks": self.num_landmarks}
+
+
+def _over_batches(method):
+    """Let ``method(self, source, target, *rest)`` take lists of images (see ``Matcher.estimate_mapping``)."""
+
+    @functools.wraps(method)
+    def batched(self, source, target, *rest, **options):
+        if not isinstance(source, (list, tuple)) and not isinstance(target, (list, tuple)):
+            return method(self, source, target, *rest, **options)
+        lengths = {len(side) for side in (source, target) if isinstance(side, (list, tuple))}
+        if len(lengths) > 1:
+            raise CorrmarkError(f"batched matching: {len(source)} source and {len(target)} target images; give lists "
+                                "of one length, or one single image for every pair")
+        count = lengths.pop()
+        sides = [list(side) if isinstance(side, (list, tuple)) else [side] * count for side in (source, target)]
+        per_pair = [list(item) if isinstance(item, (list, tuple)) and len(item) == count else None for item in rest]
+        if any(item is None for item in per_pair):
+            raise CorrmarkError(f"batched transfer_keypoints needs one point list per pair ({count} pairs)")
+        return [method(self, sides[0][index], sides[1][index], *(item[index] for item in per_pair), **options)
+                for index in range(count)]
+
+    return batched
+
+
+Matcher.transfer_keypoints = _over_batches(Matcher.transfer_keypoints)  # the default, for matchers without their own
 
 
 def read_mapping_at(mapping: np.ndarray, points: np.ndarray) -> np.ndarray:

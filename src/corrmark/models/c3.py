@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..device import resolve_device
 from ..errors import CheckpointError, CorrmarkError, UnknownNameError
 from ..ops import correlation_4d, l2_normalize, normalized_to_pixel, pixel_to_normalized, render_gaussians
 from ..ops.soft_argmax import soft_argmax_4d
@@ -291,7 +292,7 @@ class C3LandmarkModel(LandmarkModel):
     name = "c3"
 
     def __init__(self, net: C3Net, device="cpu", checkpoint: str | None = None):
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.net = net.to(self.device).eval()
         self.config = net.config
         self.num_landmarks = net.config.num_landmarks
@@ -333,7 +334,7 @@ def load_c3_landmarks(checkpoint, device="cpu") -> C3LandmarkModel:
     """The pose side of a trained C3 checkpoint (``corrmark.train`` format), loaded strictly."""
     from ..train.checkpoint import check_state_keys, read_checkpoint
 
-    payload = read_checkpoint(checkpoint)
+    payload = read_checkpoint(checkpoint, method="c3")
     try:
         net = C3Net(dict((payload.get("config") or {}).get("model") or {}))
     except (UnknownNameError, CorrmarkError) as error:

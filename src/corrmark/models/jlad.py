@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..device import resolve_device
 from ..errors import CheckpointError, CorrmarkError, UnknownNameError
 from ..io import ImageLike, read_image
 from ..ops import (grid_stride, grid_to_pixel, l2_normalize, pixel_grid, pixel_to_normalized, resize_mapping,
@@ -356,7 +357,7 @@ class JLADRuntime:
     def __init__(self, config: JLADConfig | dict | None = None, state: dict | None = None, device="cpu",
                  weights_files: dict | None = None, checkpoint: str | None = None):
         self.config = config if isinstance(config, JLADConfig) else JLADConfig.from_dict(config)
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.checkpoint = checkpoint
         self.frozen = FrozenFeatures(self.config, device=self.device, weights_files=weights_files)
         self.net = JLADNet(self.config, self.frozen.channels).to(self.device).eval()
@@ -452,7 +453,7 @@ class JLADLandmarks(LandmarkModel):
 def _runtime_from_checkpoint(checkpoint, device="cpu", weights_files=None) -> JLADRuntime:
     from ..train.checkpoint import read_checkpoint
 
-    payload = read_checkpoint(checkpoint)
+    payload = read_checkpoint(checkpoint, method="jlad")
     config = dict((payload.get("config") or {}).get("model") or {})
     try:
         return JLADRuntime(config, payload["model"], device=device, weights_files=weights_files, checkpoint=checkpoint)

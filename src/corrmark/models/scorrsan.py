@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..device import resolve_device
 from ..errors import CheckpointError, CorrmarkError, UnknownNameError
 from ..io import ImageLike, check_keypoints, read_image
 from ..ops import (correlation_4d, grid_to_pixel, kernel_soft_argmax, l2_normalize, mutual_nn_filter, pixel_to_grid,
@@ -240,10 +241,13 @@ class ScorrsanMatcher(Matcher):
         from ..train.checkpoint import read_checkpoint
         from .features import DescriptorExtractor, parse_backbone_spec
 
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.checkpoint = str(checkpoint)
-        payload = read_checkpoint(checkpoint, map_location=self.device)
-        self.head, self.config, self.info = head_from_checkpoint(payload, head)
+        payload = read_checkpoint(checkpoint, map_location=self.device, method="scorrsan")
+        try:
+            self.head, self.config, self.info = head_from_checkpoint(payload, head)
+        except CheckpointError as error:
+            raise CheckpointError(f"checkpoint {checkpoint}: {error}") from None
         self.head.to(self.device)
         self.selected_head = head
         specs = parse_backbone_spec(self.config.backbone, self.config.layers)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import build_backbone
+from ..device import resolve_device
 from ..errors import CheckpointError, CorrmarkError, UnknownNameError
 from ..io import ImageLike, read_image
 from ..ops import (correlation_4d, correlation_argmax, kernel_soft_argmax, l2_normalize, mutual_nn_filter,
@@ -39,6 +40,7 @@ from .features import prepare_image
 
 DEFAULT_LEVELS = [["dinov2_vits14:8", "efficientnet_lite0:3"], ["efficientnet_lite0:4"]]
 ARGMAX_MODES = ("kernel", "soft", "hard")
+SOURCE_SCALINGS = ("channels", "equal")
 
 
 @dataclass
@@ -53,6 +55,13 @@ class SFNetConfig:
     train_argmax: str = "kernel"  # "kernel" | "soft"
     test_argmax: str = "kernel"  # "kernel" | "soft" | "hard"
     test_mutual: bool = False  # soft mutual-NN filtering of the correlation at test time (an option; not in the paper)
+    # "channels": every source of a level scaled to unit RMS per channel (wide sources weigh more); "equal": every
+    # source the same norm, so an unadapted level's cosine is exactly the zero-shot matcher's fused descriptor's
+    source_scaling: str = "channels"
+    argmax_normalize: bool = True  # L2-normalise correlation maps before the kernel soft argmax (the paper's eq. 3)
+    # test time: target cells whose best adapted score is below this cosine take the frozen features' match instead
+    # (0 = off); a trained head then cannot do worse than the zero-shot match where it is unsure
+    fallback: float = 0.0
 
     def __post_init__(self):
         self.levels = [[str(source) for source in level] for level in self.levels]
@@ -62,7 +71,8 @@ class SFNetConfig:
             self.kernel_sizes = [3] * len(self.levels)
         if len(self.kernel_sizes) != len(self.levels):
             raise CorrmarkError(f"give one adaptation kernel size per level: {self.kernel_sizes} vs {self.levels}")
-        for name, allowed in (("train_argmax", ("kernel", "soft")), ("test_argmax", ARGMAX_MODES)):
+        for name, allowed in (("train_argmax", ("kernel", "soft")), ("test_argmax", ARGMAX_MODES),
+                              ("source_scaling", SOURCE_SCALINGS)):
             if getattr(self, name) not in allowed:
                 raise CorrmarkError(f"SFNet {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
 
@@ -86,9 +96,10 @@ class SFNetFeatures(nn.Module):
     """Frozen multi-level features: ``forward(images (B, 3, S, S) in [0, 1])`` -> one ``(B, C_l, h_l, w_l)`` map per
     level (see the module docstring). Each backbone is built once, with the union of the layers its levels use."""
 
-    def __init__(self, levels: list, device="cpu", weights_files: dict | None = None):
+    def __init__(self, levels: list, device="cpu", weights_files: dict | None = None, source_scaling: str = "channels"):
         super().__init__()
         weights_files = weights_files or {}
+        self.source_scaling = source_scaling
         self.levels = [[parse_source(source) for source in level] for level in levels]
         wanted: dict[str, set] = OrderedDict()
         for level in self.levels:
@@ -117,14 +128,15 @@ class SFNetFeatures(nn.Module):
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         outputs = {slot: backbone(images) for slot, backbone in self.backbones.items()}
         levels = []
-        for level in self.levels:
+        for level, channels in zip(self.levels, self.level_channels):
             parts, grid = [], None
             for source in level:
                 slot, key = self._keys[source]
                 feature = outputs[slot][key]
                 grid = grid or tuple(feature.shape[-2:])
-                # unit RMS per channel: sources of different widths weigh the same, and the scale matches BN outputs
-                feature = l2_normalize(feature, dim=1) * math.sqrt(feature.shape[1])
+                # the level's mean square per channel is 1 either way, the scale BN outputs have
+                width = feature.shape[1] if self.source_scaling == "channels" else channels / len(level)
+                feature = l2_normalize(feature, dim=1) * math.sqrt(width)
                 if tuple(feature.shape[-2:]) != grid:
                     feature = F.interpolate(feature, size=grid, mode="bilinear", align_corners=False)
                 parts.append(feature)
@@ -162,12 +174,12 @@ class SFNetHead(nn.Module):
             for channels, kernel in zip(level_channels, config.kernel_sizes)
         )
 
-    def adapt(self, levels: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Adapted, L2-normalised features of every level, on the first level's grid."""
+    def adapt(self, levels: list[torch.Tensor], frozen: bool = False) -> list[torch.Tensor]:
+        """Adapted (``frozen``: as given), L2-normalised features of every level, on the first level's grid."""
         grid = tuple(levels[0].shape[-2:])
         adapted = []
         for feature, layer in zip(levels, self.adaptations):
-            feature = layer(feature)
+            feature = feature if frozen else layer(feature)
             if tuple(feature.shape[-2:]) != grid:
                 feature = F.interpolate(feature, size=grid, mode="bilinear", align_corners=False)
             adapted.append(l2_normalize(feature, dim=1))
@@ -184,11 +196,13 @@ class SFNetHead(nn.Module):
 
     def argmax(self, correlation: torch.Tensor, mode: str) -> torch.Tensor:
         """Matches in B for every cell of A: ``(B, hA, wA, 2)`` grid (x, y)."""
+        normalize = self.config.argmax_normalize
         if mode == "kernel":
-            return kernel_soft_argmax(correlation, beta=self.config.beta, sigma=self.config.sigma, normalize=True)
+            return kernel_soft_argmax(correlation, beta=self.config.beta, sigma=self.config.sigma, normalize=normalize)
         if mode == "soft":
-            normalised = l2_normalize(correlation.flatten(3), dim=3).reshape(correlation.shape)
-            return soft_argmax_4d(normalised, beta=self.config.beta)
+            if normalize:
+                correlation = l2_normalize(correlation.flatten(3), dim=3).reshape(correlation.shape)
+            return soft_argmax_4d(correlation, beta=self.config.beta)
         return correlation_argmax(correlation)[0]
 
     def forward(self, levels_s: list[torch.Tensor], levels_t: list[torch.Tensor], mode: str | None = None) -> dict:
@@ -210,9 +224,10 @@ class SFNetMatcher(Matcher):
     def __init__(self, config: SFNetConfig | dict | None = None, head_state: dict | None = None, device="cpu",
                  weights_files: dict | None = None, checkpoint: str | None = None):
         self.config = config if isinstance(config, SFNetConfig) else SFNetConfig.from_dict(config)
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.checkpoint = checkpoint
-        self.features = SFNetFeatures(self.config.levels, device=self.device, weights_files=weights_files).eval()
+        self.features = SFNetFeatures(self.config.levels, device=self.device, weights_files=weights_files,
+                                      source_scaling=self.config.source_scaling).eval()
         self.head = SFNetHead(self.config, self.features.level_channels).to(self.device).eval()
         if head_state is not None:
             from ..train.checkpoint import check_state_keys
@@ -228,7 +243,9 @@ class SFNetMatcher(Matcher):
         return {"name": self.name, **self.config.to_dict(), "input_size": self.input_size,
                 "checkpoint": str(self.checkpoint) if self.checkpoint else None}
 
-    def _adapted(self, image: np.ndarray) -> list[torch.Tensor]:
+    def _described(self, image: np.ndarray) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """(adapted levels, frozen levels or None): normalised, on the first level's grid; the frozen ones are kept
+        only when the fallback needs them."""
         key = (hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest(), image.shape)
         if key in self._cache:
             self._cache.move_to_end(key)
@@ -237,20 +254,37 @@ class SFNetMatcher(Matcher):
             image = image.copy()  # torch.from_numpy warns on read-only arrays (e.g. from PIL)
         prepared = prepare_image(image, self.input_size, self.features.size_multiple, False, self.device)
         with torch.no_grad():
-            adapted = self.head.adapt(self.features(prepared.tensor))
-        self._cache[key] = adapted
+            levels = self.features(prepared.tensor)
+            frozen = self.head.adapt(levels, frozen=True) if self.config.fallback > 0 else None
+            described = (self.head.adapt(levels), frozen)
+        self._cache[key] = described
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
-        return adapted
+        return described
+
+    def _adapted(self, image: np.ndarray) -> list[torch.Tensor]:
+        return self._described(image)[0]
+
+    def match_grids(self, target_levels, source_levels) -> tuple[torch.Tensor, torch.Tensor]:
+        """Target-grid matches ``(h, w, 2)`` in the source grid and each cell's best score ``(h, w)``."""
+        correlation = self.head.correlate(target_levels, source_levels)
+        if self.config.test_mutual:
+            correlation = mutual_nn_filter(correlation)
+        score = correlation.flatten(3).max(dim=3).values[0]
+        return self.head.argmax(correlation, self.config.test_argmax)[0], score
 
     def grid_mapping(self, source: ImageLike, target: ImageLike) -> torch.Tensor:
         """Target-grid mapping into the source grid, ``(h, w, 2)`` grid coordinates."""
         source_image, target_image = read_image(source), read_image(target)
+        (target_adapted, target_frozen), (source_adapted, source_frozen) = (self._described(target_image),
+                                                                           self._described(source_image))
         with torch.no_grad():
-            correlation = self.head.correlate(self._adapted(target_image), self._adapted(source_image))
-            if self.config.test_mutual:
-                correlation = mutual_nn_filter(correlation)
-            return self.head.argmax(correlation, self.config.test_argmax)[0]
+            mapping, score = self.match_grids(target_adapted, source_adapted)
+            if self.config.fallback > 0:
+                frozen_mapping, _ = self.match_grids(target_frozen, source_frozen)
+                unsure = (score < self.config.fallback)[..., None]
+                mapping = torch.where(unsure, frozen_mapping, mapping)
+            return mapping
 
     def estimate_mapping(self, source: ImageLike, target: ImageLike) -> np.ndarray:
         source_image, target_image = read_image(source), read_image(target)
@@ -271,11 +305,11 @@ def load_sfnet(checkpoint, device="cpu", weights_files: dict | None = None, **ov
 
     if "mutual" in overrides:  # the option's name on the other matchers and on the command line (--mutual)
         overrides["test_mutual"] = overrides.pop("mutual")
-    payload = read_checkpoint(checkpoint)
+    payload = read_checkpoint(checkpoint, method="sfnet")
     config = dict((payload.get("config") or {}).get("model") or {})
     if not config and "sfnet_config" in payload:
         config = dict(payload["sfnet_config"])
-    allowed = {"test_argmax", "test_mutual", "beta", "sigma", "image_size"}
+    allowed = {"test_argmax", "test_mutual", "beta", "sigma", "image_size", "fallback"}
     bad = sorted(set(overrides) - allowed)
     if bad:
         raise UnknownNameError(f"option(s) {', '.join(bad)} cannot change a trained SFNet; allowed: {', '.join(sorted(allowed))}")

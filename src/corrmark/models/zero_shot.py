@@ -11,40 +11,49 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
+from ..device import resolve_device
 from ..errors import CorrmarkError, UnknownNameError
 from ..io import ImageLike, check_keypoints, read_image
 from ..ops import (correlation_4d, grid_stride, grid_to_pixel, kernel_soft_argmax, mutual_nn_filter, pixel_to_grid,
                    resize_mapping, sample_field)
 from .base import Matcher
-from .features import DescriptorExtractor, parse_backbone_spec, prepare_image
+from .features import ASPECT_RULES, DescriptorExtractor, parse_backbone_spec, prepare_image
 
 
 @dataclass
 class NNMatcherConfig:
-    backbone: str = "dinov2_vits14"
-    layers: list | None = None  # None: the backbone's default (DINOv2: block 8)
-    image_size: int = 224
-    keep_aspect: bool = True
-    mutual: bool = False
+    """The defaults are the ``best`` preset, the measured best zero-shot setting (docs/BENCHMARKS.md)."""
+
+    # DINOv2 block 9 through the final LayerNorm ("@norm") fused with EfficientNet-Lite0 stages 3 and 4
+    backbone: str = "dinov2_vits14@norm+efficientnet_lite0"
+    layers: list | None = field(default_factory=lambda: [[9], [3, 4]])  # None: each backbone's default layers
+    image_size: int = 336  # the side of the square (keep_aspect: of a square of the same area, see aspect_rule)
+    keep_aspect: bool = False  # the square measured best (PF-WILLOW and StanfordExtra, docs/ZERO_SHOT.md)
+    aspect_rule: str = "area"  # "area": as many cells as the square; "long-side": longer side = image_size (< 0.2)
+    mutual: bool = True  # soft mutual-nearest-neighbour filtering
     beta: float = 50.0  # soft argmax temperature on cosine similarities
-    sigma: float = 2.0  # Gaussian window (feature cells) around the hard match; 0 = plain argmax
+    sigma: float = 4.0  # Gaussian window (feature cells) around the hard match; 0 = plain argmax
     flip: str = "none"  # "none" | "auto"
 
 
-# Named settings; "best" is the measured best zero-shot configuration (docs/BENCHMARKS.md).
+# Named settings. "best" = the defaults; the others reproduce earlier published rows.
 PRESETS = {
-    "dinov2-block8": {"backbone": "dinov2_vits14", "layers": [8], "image_size": 224, "sigma": 0},
-    # DINOv2 block 9 through the final LayerNorm ("@norm") fused with EfficientNet-Lite0 stages 3 and 4
-    "best": {"backbone": "dinov2_vits14@norm+efficientnet_lite0", "layers": [[9], [3, 4]], "image_size": 336,
-             "mutual": True, "sigma": 4.0},
+    "best": {},
+    "dinov2-block8": {"backbone": "dinov2_vits14", "layers": [8], "image_size": 224, "mutual": False, "sigma": 0,
+                      "keep_aspect": True, "aspect_rule": "long-side"},
+    # the defaults of 0.1, before the best setting became the default (PF-WILLOW PCK@0.1 0.409, docs/BENCHMARKS.md)
+    "dinov2-block8-soft": {"backbone": "dinov2_vits14", "layers": [8], "image_size": 224, "mutual": False,
+                           "sigma": 2.0, "keep_aspect": True, "aspect_rule": "long-side"},
+    # "best" of 0.1: the same descriptor, aspect kept with the longer side at 336 px (PF-WILLOW PCK@0.1 0.628)
+    "best-long-side": {"keep_aspect": True, "aspect_rule": "long-side"},
     # the previous best (raw block 8 instead of normalised block 9), kept so its published rows reproduce
     "fused-block8": {"backbone": "dinov2_vits14+efficientnet_lite0", "layers": [[8], [3, 4]], "image_size": 336,
-                     "mutual": True, "sigma": 4.0},
+                     "mutual": True, "sigma": 4.0, "keep_aspect": True, "aspect_rule": "long-side"},
 }
 
 
@@ -58,13 +67,14 @@ class NearestNeighbourMatcher(Matcher):
         if preset is not None and preset not in PRESETS:
             raise UnknownNameError(f"unknown nn-matcher preset '{preset}'; presets: {', '.join(PRESETS)}")
         self.config = config or NNMatcherConfig(**PRESETS.get(preset, {}))
+        if "backbone" in overrides and "layers" not in overrides:
+            overrides["layers"] = None  # another backbone: its own default layers, not the preset's
         for key, value in overrides.items():
             if not hasattr(self.config, key):
                 raise UnknownNameError(f"unknown nn-matcher option '{key}'; options: {', '.join(asdict(self.config))}")
             setattr(self.config, key, value)
-        if self.config.flip not in ("none", "auto"):
-            raise CorrmarkError(f"flip must be 'none' or 'auto', got '{self.config.flip}'")
-        self.device = torch.device(device)
+        check_nn_config(self.config)
+        self.device = resolve_device(device)
         specs = parse_backbone_spec(self.config.backbone, self.config.layers)
         self.extractor = DescriptorExtractor(specs, device=self.device, weights_files=weights_files).eval()
         self.cache_size = 64  # images whose descriptors are kept (about 0.4-2 MB each)
@@ -110,7 +120,7 @@ class NearestNeighbourMatcher(Matcher):
             self._cache.move_to_end(key)
             return self._cache[key]
         prepared = prepare_image(image, self.config.image_size, self.extractor.size_multiple,
-                                 self.config.keep_aspect, self.device)
+                                 self.config.keep_aspect, self.device, self.config.aspect_rule)
         described = (prepared, self.extractor(prepared.tensor))
         self._cache[key] = described
         if len(self._cache) > self.cache_size:
@@ -158,6 +168,33 @@ class NearestNeighbourMatcher(Matcher):
         if flipped:
             mapping[..., 0] = reference_hw[1] - 1 - mapping[..., 0]
         return mapping, score.reshape(h_q, w_q).cpu().numpy()
+
+
+def check_nn_config(config: NNMatcherConfig) -> None:
+    """Every option in its range, or one CorrmarkError naming it: checked when the matcher is built, so a bad value
+    never turns into silently wrong points (e.g. image_size 0 mapping everything to the centre, sigma NaN)."""
+    checks = [
+        ("image_size", config.image_size, lambda v: _is_int(v) and 1 <= v <= 8192, "an integer from 1 to 8192"),
+        ("beta", config.beta, lambda v: _is_real(v) and v > 0, "a positive number"),
+        ("sigma", config.sigma, lambda v: _is_real(v) and v >= 0, "a number >= 0 (0 = hard argmax)"),
+        ("keep_aspect", config.keep_aspect, lambda v: isinstance(v, bool), "true or false"),
+        ("mutual", config.mutual, lambda v: isinstance(v, bool), "true or false"),
+        ("aspect_rule", config.aspect_rule, lambda v: v in ASPECT_RULES, f"one of {', '.join(ASPECT_RULES)}"),
+        ("flip", config.flip, lambda v: v in ("none", "auto"), "'none' or 'auto'"),
+        ("backbone", config.backbone, lambda v: isinstance(v, str) and v.strip(), "a backbone name"),
+    ]
+    for name, value, valid, expected in checks:
+        if not valid(value):
+            raise CorrmarkError(f"nn-matcher option {name} must be {expected}, got {value!r}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+        and bool(np.isfinite(value))
 
 
 def _sample_source_rows(correlation: torch.Tensor, query_grid: torch.Tensor) -> torch.Tensor:

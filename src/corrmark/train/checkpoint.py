@@ -54,8 +54,12 @@ def _permissions_from_umask() -> int:
     return 0o666 & ~umask
 
 
-def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """The checkpoint dict at ``path`` (``weights_only=True``); CheckpointError when missing or unreadable."""
+def read_checkpoint(path: str | os.PathLike, map_location="cpu", method: str | None = None) -> dict:
+    """The checkpoint dict at ``path`` (``weights_only=True``); CheckpointError when missing or unreadable.
+
+    With ``method`` (what a model loader expects) the checkpoint must also say how it was trained: a ``config``
+    mapping (a model rebuilt from defaults would be silently wrong), of that method when it names one, and weights
+    that are all finite."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
@@ -66,7 +70,27 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise CheckpointError(f"cannot read checkpoint {path}: {message}") from error
     if not isinstance(payload, dict) or "model" not in payload:
         raise CheckpointError(f"{path} is not a corrmark training checkpoint (no 'model' entry)")
+    if method is not None:
+        _check_trained_as(payload, path, method)
     return payload
+
+
+def _check_trained_as(payload: dict, path: Path, method: str) -> None:
+    config = payload.get("config")
+    if config is None and not (method == "sfnet" and "sfnet_config" in payload):  # sfnet_config: the first format
+        raise CheckpointError(f"{path} has no training config, so how its {method} model was built is unknown; "
+                              f"use a checkpoint written by corrmark train or corrmark export")
+    if config is not None and not isinstance(config, dict):
+        raise CheckpointError(f"{path}: its 'config' must be a mapping, got {type(config).__name__}")
+    trained = (config or {}).get("method")
+    if trained is not None and trained != method:
+        raise CheckpointError(f"{path} is a {trained} checkpoint, not {method}: load it as {trained} "
+                              f"(--matcher {trained} or --model {trained} on the command line)")
+    state = payload["model"]
+    for key, value in (state.items() if isinstance(state, dict) else ()):
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{path}: weight {key} holds NaN or infinite values; the run that wrote it "
+                                  f"diverged")
 
 
 def check_state_keys(model: torch.nn.Module, state: dict, source: str = "checkpoint") -> None:

@@ -120,11 +120,14 @@ class FeatureBank(FrozenBank):
 
 
 def bank_key(model_config: SFNetConfig, items: list[dict], views: int, warp: dict, data_seed: int) -> str:
-    return cache_key({
+    fields = {
         "version": BANK_VERSION, "levels": model_config.levels, "image_size": model_config.image_size,
         "images": [(item["path"], item["group"], item["masks"], item["threshold"]) for item in items],
         "views": views, "warp": warp, "data_seed": data_seed,
-    })
+    }
+    if model_config.source_scaling != "channels":  # the default stays out, so existing banks keep their keys
+        fields["source_scaling"] = model_config.source_scaling
+    return cache_key(fields)
 
 
 def build_feature_bank(model_config: SFNetConfig, data: dict, device="cpu", weights_files=None,
@@ -142,7 +145,8 @@ def build_feature_bank(model_config: SFNetConfig, data: dict, device="cpu", weig
 
 def _extract_bank(model_config: SFNetConfig, items: list[dict], views: int, warp_values: dict, data_seed: int,
                   key: str, device, weights_files, progress: bool) -> FeatureBank:
-    features = SFNetFeatures(model_config.levels, device=device, weights_files=weights_files).eval()
+    features = SFNetFeatures(model_config.levels, device=device, weights_files=weights_files,
+                             source_scaling=model_config.source_scaling).eval()
     multiple = features.size_multiple
     size = max(multiple, int(round(model_config.image_size / multiple)) * multiple)
     warp = SyntheticWarp(WarpConfig.from_dict(warp_values))

@@ -30,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import CorrmarkError
+from ..io import write_text_atomic
 from .checkpoint import (FORMAT, VERSION, capture_rng_state, latest_checkpoint, load_checkpoint, restore_rng_state,
                          save_checkpoint, seed_everything, step_checkpoint_name)
 from .distributed import (average_across_ranks, barrier, broadcast_from_main, device_for, process_group, resolve_setup,
@@ -166,6 +167,8 @@ class Trainer:
         latest = broadcast_from_main(latest, self.distributed)  # every rank resumes from rank 0's choice
         if latest is not None:
             self.restore(latest)
+        if self.is_main:
+            self._tidy_after_interruption()
         if self.distributed is not None:
             self._ddp_step = wrap_step(self.model, self.step_fn, self.device, self.find_unused_parameters)
         log = open(self.out_dir / "log.jsonl", "a", encoding="utf-8") if self.is_main else None
@@ -211,6 +214,18 @@ class Trainer:
             checkpoint = self.save(self.out_dir / FINAL_NAME)
         barrier(self.distributed)  # no rank returns a path before rank 0 has written it
         return checkpoint
+
+    def _tidy_after_interruption(self) -> None:
+        """What a killed run leaves: temporary files of a checkpoint save it did not finish, and log rows past the
+        step it resumes from (they are written again, so the log holds each step once)."""
+        for folder in (self.out_dir, self.checkpoint_dir):
+            for stale in folder.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
+        log = self.out_dir / "log.jsonl"
+        if log.is_file():
+            kept = [line for line in log.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= self.step]
+            write_text_atomic(log, "".join(f"{line}\n" for line in kept))
 
     def _optimise(self, batch) -> dict[str, float]:
         self.model.train()

@@ -1,4 +1,6 @@
-from .draw import blend, draw_matches, draw_points, save_image, warp_image
-from .report import Report
+from .draw import (blend, colour, draw_matches, draw_points, draw_points_vs_truth, save_image, stroke_width,
+                   warp_image, with_legend)
+from .report import Report, line_plot_svg
 
-__all__ = ['Report', 'blend', 'draw_matches', 'draw_points', 'save_image', 'warp_image']
+__all__ = ['Report', 'blend', 'colour', 'draw_matches', 'draw_points', 'draw_points_vs_truth', 'line_plot_svg',
+           'save_image', 'stroke_width', 'warp_image', 'with_legend']

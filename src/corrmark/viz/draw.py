@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from ..ops import warp_backward
 
@@ -52,12 +52,18 @@ def draw_points(image: np.ndarray, points: np.ndarray, radius: float | None = No
     return canvas
 
 
+def stroke_width(canvas_width: int, shown_width: int = 560) -> int:
+    """Line width (px) that stays at least 1.5 px wide when the picture is shown ``shown_width`` px wide."""
+    return max(1, int(np.ceil(1.5 * canvas_width / shown_width)))
+
+
 def draw_matches(source: np.ndarray, target: np.ndarray, source_points, predicted_points,
                  truth_points=None) -> Image.Image:
     """Source and target side by side; lines join each source point to its predicted target point.
 
-    With ground truth, a ring marks the true target point and a thin line joins prediction to truth, so the
-    error is visible at a glance.
+    With ground truth, a ring marks the true target point and a white line joins prediction to truth, so the
+    error is visible at a glance. Lines and dots scale with the picture, so they stay visible when a report shows
+    it at 560 px wide.
     """
     height = max(source.shape[0], target.shape[0])
     offset = source.shape[1]
@@ -65,20 +71,73 @@ def draw_matches(source: np.ndarray, target: np.ndarray, source_points, predicte
     canvas.paste(Image.fromarray(source), (0, 0))
     canvas.paste(Image.fromarray(target), (offset, 0))
     draw = ImageDraw.Draw(canvas)
-    radius = max(2.0, height / 90)
+    width = stroke_width(canvas.width)
+    radius = max(2.0 * width, height / 90)
     source_points = np.asarray(source_points, dtype=float)
     predicted_points = np.asarray(predicted_points, dtype=float)
     for index, ((sx, sy), (px, py)) in enumerate(zip(source_points, predicted_points)):
         if not np.all(np.isfinite([sx, sy, px, py])):
             continue
-        draw.line([(sx, sy), (px + offset, py)], fill=colour(index), width=1)
+        draw.line([(sx, sy), (px + offset, py)], fill=colour(index), width=width)
         _dot(draw, sx, sy, radius, colour(index))
         _dot(draw, px + offset, py, radius, colour(index))
         if truth_points is not None and np.all(np.isfinite(truth_points[index])):
             tx, ty = truth_points[index]
-            draw.line([(px + offset, py), (tx + offset, ty)], fill=(255, 255, 255), width=1)
+            draw.line([(px + offset, py), (tx + offset, ty)], fill=(255, 255, 255), width=width)
             draw.ellipse([tx + offset - radius, ty - radius, tx + offset + radius, ty + radius],
-                         outline=colour(index), width=2)
+                         outline=colour(index), width=2 * width)
+    return canvas
+
+
+def draw_points_vs_truth(image: np.ndarray, predicted, truth, radius: float | None = None) -> Image.Image:
+    """Predicted points as dots, true points as rings of the same colour, a white line between each pair."""
+    canvas = Image.fromarray(image).convert("RGB")
+    draw = ImageDraw.Draw(canvas)
+    radius = radius or max(2.0, max(image.shape[:2]) / 60)
+    width = max(1, round(radius / 2))
+    for index, ((px, py), (tx, ty)) in enumerate(zip(np.asarray(predicted, float), np.asarray(truth, float))):
+        if np.all(np.isfinite([px, py, tx, ty])):
+            draw.line([(px, py), (tx, ty)], fill=(255, 255, 255), width=width)
+        if np.all(np.isfinite([tx, ty])):
+            draw.ellipse([tx - radius, ty - radius, tx + radius, ty + radius], outline=colour(index), width=width)
+        if np.all(np.isfinite([px, py])):
+            _dot(draw, px, py, radius * 0.7, colour(index))
+    return canvas
+
+
+LEGEND_FONT_SIZE = 15
+
+
+def with_legend(picture: Image.Image, entries: list[tuple], font_size: int = LEGEND_FONT_SIZE) -> Image.Image:
+    """``picture`` above a white legend strip: ``entries`` are ``(colour or None, text)`` (a swatch, then the text),
+    laid out left to right and wrapped at the picture's width."""
+    font = ImageFont.load_default(size=font_size)
+    swatch, gap, padding = font_size, font_size // 2, font_size // 2
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    widths = [(swatch + gap if fill is not None else 0) + int(measure.textlength(text, font=font)) + 2 * gap
+              for fill, text in entries]
+    rows, row, used = [], [], 0
+    width = max(picture.width, max(widths, default=0) + 2 * padding)
+    for entry, entry_width in zip(entries, widths):
+        if row and used + entry_width > width - 2 * padding:
+            rows.append(row)
+            row, used = [], 0
+        row.append((entry, entry_width))
+        used += entry_width
+    rows.append(row)
+    line = int(font_size * 1.5)
+    canvas = Image.new("RGB", (width, picture.height + padding * 2 + line * len(rows)), (255, 255, 255))
+    canvas.paste(picture, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for number, items in enumerate(rows):
+        x, y = padding, picture.height + padding + number * line
+        for (fill, text), entry_width in items:
+            if fill is not None:
+                draw.rectangle([x, y + 2, x + swatch, y + 2 + swatch], fill=tuple(fill), outline=(80, 80, 80))
+                draw.text((x + swatch + gap, y), text, fill=(20, 20, 20), font=font)
+            else:
+                draw.text((x, y), text, fill=(20, 20, 20), font=font)
+            x += entry_width
     return canvas
 
 
