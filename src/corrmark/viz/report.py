@@ -121,9 +121,10 @@ def _format(cell) -> str:
 
 
 def line_plot_svg(series: dict[str, tuple], x_label: str, y_label: str, colours: dict | None = None,
-                  width: int = 640, height: int = 360, y_range: tuple = (0.0, 1.0)) -> str:
-    """A line plot as inline SVG: ``series`` maps a name to ``(xs, ys)``; axes with ticks, labels and a legend."""
-    left, right, top, bottom = 56, 200, 16, 44
+                  width: int = 900, height: int = 360, y_range: tuple = (0.0, 1.0)) -> str:
+    """A line plot as inline SVG: ``series`` maps a name to ``(xs, ys)``; axes with ticks, labels and a legend
+    (names up to ``LEGEND_CHARACTERS`` long, the rest cut with an ellipsis)."""
+    left, right, top, bottom = 56, 380, 16, 44
     plot_w, plot_h = width - left - right, height - top - bottom
     xs_all = np.concatenate([np.asarray(xs, float) for xs, _ in series.values()]) if series else np.array([0.0, 1.0])
     x_low, x_high = float(xs_all.min()), float(xs_all.max()) if xs_all.max() > xs_all.min() else float(xs_all.min()) + 1
@@ -155,6 +156,13 @@ def line_plot_svg(series: dict[str, tuple], x_label: str, y_label: str, colours:
         parts.append(f'<polyline data-series="{html.escape(name)}" points="{points}" fill="none" stroke="{stroke}" '
                      f'stroke-width="2.5"/><line x1="{left + plot_w + 12}" x2="{left + plot_w + 34}" y1="{legend_y - 4}"'
                      f' y2="{legend_y - 4}" stroke="{stroke}" stroke-width="3"/><text x="{left + plot_w + 40}" '
-                     f'y="{legend_y}">{html.escape(name[:24])}</text>')
+                     f'y="{legend_y}">{html.escape(_shortened(name))}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+LEGEND_CHARACTERS = 44  # what fits the 380 px legend column at 13 px
+
+
+def _shortened(name: str) -> str:
+    return name if len(name) <= LEGEND_CHARACTERS else name[:LEGEND_CHARACTERS - 1] + "\u2026"
