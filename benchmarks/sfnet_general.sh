@@ -2,8 +2,9 @@
 # Issue 15: the general-purpose SFNet, trained on label-free Caltech-101 (99 categories) + CUB birds with saliency
 # masks, measured on PF-WILLOW (900 pairs, t2s) and StanfordExtra dogs (600 pairs, s2t) beside zero-shot `best`.
 #   configs/sfnet_general.yaml       adaptation started near the identity (BatchNorm scale 0.01)
-#   configs/sfnet_general_init0.1.yaml  the same started at 0.1 (SFNet's default): the better one, zoo `sfnet_general`
-# Both share one feature bank. Ablation rows: label-free checkpoint selection (held-out Caltech/CUB images; it picks
+#   configs/sfnet_general_init0.1.yaml  the same started at 0.1 (SFNet's default), 800 steps
+#   configs/sfnet_general_long.yaml  that with 2,000 steps: the best, zoo `sfnet_general`
+# All share one feature bank. Ablation rows: label-free checkpoint selection (held-out Caltech/CUB images; it picks
 # step 100 of the first run), the unadapted start, the test-time fallback. One JSON per row in benchmarks/results/.
 # Run from the repository root:  sh benchmarks/sfnet_general.sh  (PYTHON=... to pick the interpreter)
 set -e
@@ -15,12 +16,18 @@ EVAL="$PY -m corrmark eval --threshold kp-bbox --matcher sfnet --quiet"
 if [ "$1" != "--skip-training" ]; then
   $PY -m corrmark train configs/sfnet_general.yaml --resume
   $PY -m corrmark train configs/sfnet_general_init0.1.yaml --resume
+  $PY -m corrmark train configs/sfnet_general_long.yaml --resume
 fi
-$PY -m corrmark export runs/sfnet_general_init0.1/final.pt zoo/sfnet_general.pt
+$PY -m corrmark export runs/sfnet_general_long/final.pt zoo/sfnet_general.pt
 $EVAL pf-willow --root $PFW --direction t2s --checkpoint zoo/sfnet_general.pt \
-    --json benchmarks/results/sfnet_general_init0.1_pfwillow.json
+    --json benchmarks/results/sfnet_general_long_pfwillow.json
 $EVAL stanfordextra --root $DOGS --direction s2t --checkpoint zoo/sfnet_general.pt \
-    --json benchmarks/results/sfnet_general_init0.1_stanfordextra.json
+    --json benchmarks/results/sfnet_general_long_stanfordextra.json
+for RUN in sfnet_general_init0.1; do
+  $EVAL pf-willow --root $PFW --direction t2s --checkpoint runs/$RUN/final.pt --json benchmarks/results/${RUN}_pfwillow.json
+  $EVAL stanfordextra --root $DOGS --direction s2t --checkpoint runs/$RUN/final.pt \
+      --json benchmarks/results/${RUN}_stanfordextra.json
+done
 # the identity start: its last step, and the step the label-free selection picks
 $EVAL pf-willow --root $PFW --direction t2s --checkpoint runs/sfnet_general/final.pt \
     --json benchmarks/results/sfnet_general_pfwillow.json
