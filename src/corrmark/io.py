@@ -18,8 +18,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageReadError, InvalidKeypointsError, OutputError
 
-Image.MAX_IMAGE_PIXELS = None  # corrmark applies its own, documented limit (max_pixels) before decoding
-
 if TYPE_CHECKING:  # torch is imported only where tensors are used
     import torch
 
@@ -107,6 +105,7 @@ def _read_image_file(path: Path) -> np.ndarray:
     if size == 0:
         raise ImageReadError(f"image file is empty: {path}")
     limit = max_pixels()
+    pil_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # ours (max_pixels) applies instead, here only
     try:
         with Image.open(path) as handle:
             width, height = handle.size
@@ -119,6 +118,8 @@ def _read_image_file(path: Path) -> np.ndarray:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ImageReadError(f"cannot decode image {path}: {error}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit
 
 
 def _array_to_rgb(array: np.ndarray) -> np.ndarray:
