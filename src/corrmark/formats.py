@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InvalidKeypointsError
-from .io import parse_json, point_rows, read_points_document, read_text_file
+from .io import all_real_numbers, point_rows, points_from_json, read_json_file, read_points_document
 
 VISIBLE_THRESHOLD = 0.3679  # exp(-1): confidence from which a propagated point is written v = 2 (corrmark.propagate)
 LABEL_STUDIO_FROM_NAME = "keypoints"  # the <KeyPointLabels name=...> of the labelling config
@@ -69,7 +69,7 @@ def read_coco_context(points_file) -> CocoContext:
     path = Path(points_file)
     if path.suffix.lower() != ".json":
         return CocoContext()
-    return coco_context(parse_json(read_text_file(path, "points file"), path, "points file"))
+    return coco_context(read_json_file(path, "points file"))
 
 
 def read_annotation(points_file, image_path):
@@ -83,13 +83,15 @@ def read_annotation(points_file, image_path):
     """
     path = Path(points_file)
     if path.suffix.lower() == ".json":
-        data = parse_json(read_text_file(path, "points file"), path, "points file")
+        data = read_json_file(path, "points file")
         if isinstance(data, dict) and "annotations" in data:
             return _read_coco_annotation(data, path, Path(image_path))
         if isinstance(data, list) and data and isinstance(data[0], list) and len(data[0]) == 3:
             triples = point_rows(data, path, (3,))  # [x, y, v] rows
             return triples[:, :2], triples[:, 2] > 0, None
-    points, names = read_points_document(path)
+        points, names = points_from_json(data, path)  # parsed once, not read again
+    else:
+        points, names = read_points_document(path)
     return points, np.ones(len(points), dtype=bool), names
 
 
@@ -110,8 +112,7 @@ def _read_coco_annotation(data: dict, path: Path, image_path: Path):
     if not annotations:
         raise InvalidKeypointsError(f"{path} has no keypoint annotation for {image_path.name}")
     values = annotations[0]["keypoints"]
-    if not (isinstance(values, list) and len(values) % 3 == 0
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+    if not (isinstance(values, list) and len(values) % 3 == 0 and all_real_numbers(values)):
         raise InvalidKeypointsError(f"COCO file {path}: 'keypoints' must be a flat list of numbers [x, y, v, ...] "
                                     f"(a multiple of 3), got {len(values) if isinstance(values, list) else values!r}")
     triples = np.asarray(values, dtype=np.float64).reshape(-1, 3)

@@ -23,10 +23,10 @@ if TYPE_CHECKING:  # torch is imported only where tensors are used
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, "torch.Tensor"]
 
-# full-scale value of Pillow's high-bit-depth modes (mode "I" holds 16-bit PNGs as well as 32-bit TIFFs: see
-# _high_depth_to_rgb); "F" (float) files are taken as [0, 1] and scaled by their maximum when it is larger
 EXIF_ORIENTATION = 0x0112  # the EXIF tag; values 5-8 turn the image by 90 degrees
 ROTATED_ORIENTATIONS = (5, 6, 7, 8)
+# full-scale value of Pillow's high-bit-depth modes (mode "I" holds 16-bit PNGs as well as 32-bit TIFFs: see
+# _high_depth_to_rgb); "F" (float) files are taken as [0, 1] and scaled by their maximum when it is larger
 _FULL_SCALE = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0}
 
 
@@ -97,7 +97,8 @@ def max_pixels() -> int:
 
 def _read_image_file(path: Path) -> np.ndarray:
     try:
-        found, size = path.is_file(), path.stat().st_size if path.exists() else 0
+        found = path.is_file()
+        size = path.stat().st_size if found else 0
     except OSError as error:  # e.g. a file name longer than the file system allows
         raise ImageReadError(f"cannot open image {str(path)[:80]}...: {error.strerror or error}") from None
     if not found:
@@ -203,20 +204,10 @@ def read_points_file(path: str | os.PathLike) -> np.ndarray:
 def read_points_document(path: str | os.PathLike) -> tuple[np.ndarray, list | None]:
     """``read_points_file`` plus the optional ``"names"`` of a JSON ``{"points", "names"}`` file (same length)."""
     path = Path(path)
-    text = read_text_file(path, "points file")
     if path.suffix.lower() == ".json":
-        data = parse_json(text, path, "points file")
-        names = None
-        if isinstance(data, dict):
-            names = data.get("names")
-            data = data.get("points", data.get("keypoints"))
-        points = point_rows(data, path, (2,))
-        if names is not None and (not isinstance(names, list) or len(names) != len(points)
-                                  or not all(isinstance(name, str) for name in names)):
-            raise InvalidKeypointsError(f"points file {path}: 'names' must be a list of {len(points)} strings")
-        return check_keypoints(points[:, :2], name=f"points in {path}"), names
+        return points_from_json(read_json_file(path, "points file"), path)
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(read_text_file(path, "points file").splitlines(), start=1):
         content = line.split("#")[0].strip()
         fields = [field.strip() for field in content.split(",")] if "," in content else content.split()
         if not content or (not rows and [value.lower() for value in fields] == ["x", "y"]):
@@ -228,6 +219,19 @@ def read_points_document(path: str | os.PathLike) -> tuple[np.ndarray, list | No
         except ValueError:
             raise InvalidKeypointsError(f"points file {path}, line {number}: not numbers: {line.strip()!r}") from None
     return check_keypoints(np.asarray(rows, dtype=np.float64).reshape(-1, 2), name=f"points in {path}"), None
+
+
+def points_from_json(data, path: Path) -> tuple[np.ndarray, list | None]:
+    """(points, names or None) of a parsed JSON points file: ``[[x, y], ...]`` or ``{"points": ..., "names": ...}``."""
+    names = None
+    if isinstance(data, dict):
+        names = data.get("names")
+        data = data.get("points", data.get("keypoints"))
+    points = point_rows(data, path, (2,))
+    if names is not None and (not isinstance(names, list) or len(names) != len(points)
+                              or not all(isinstance(name, str) for name in names)):
+        raise InvalidKeypointsError(f"points file {path}: 'names' must be a list of {len(points)} strings")
+    return check_keypoints(points, name=f"points in {path}"), names
 
 
 def read_text_file(path: Path, what: str) -> str:
@@ -246,11 +250,17 @@ def read_text_file(path: Path, what: str) -> str:
         raise InvalidKeypointsError(f"cannot read {what} {path}: {error.strerror or error}") from None
 
 
-def parse_json(text: str, path: Path, what: str):
+def read_json_file(path: Path, what: str):
+    """The JSON content of ``path``; unreadable, binary or malformed files are one ``InvalidKeypointsError``."""
     try:
-        return json.loads(text)
+        return json.loads(read_text_file(path, what))
     except ValueError as error:
         raise InvalidKeypointsError(f"cannot parse {what} {path}: {error}") from None
+
+
+def all_real_numbers(values: list) -> bool:
+    """Every item an int or float (JSON numbers); booleans, text and nesting are not."""
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
 def point_rows(data, path: Path, widths: tuple[int, ...]) -> np.ndarray:
@@ -263,7 +273,7 @@ def point_rows(data, path: Path, widths: tuple[int, ...]) -> np.ndarray:
     width = None
     for index, row in enumerate(data):
         good = (isinstance(row, list) and len(row) in widths and (width is None or len(row) == width)
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row))
+                and all_real_numbers(row))
         if not good:
             raise InvalidKeypointsError(f"points file {path}: row {index} is {json.dumps(row)[:60]}; every row must "
                                         f"be {shapes} (numbers, all rows alike)")
