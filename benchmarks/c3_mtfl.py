@@ -32,11 +32,14 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from corrmark import load_landmark_model  # noqa: E402
 from corrmark.data import open_image_dataset  # noqa: E402
-from corrmark.eval.landmarks import evaluate_landmarks, landmark_figure, machine_description  # noqa: E402
+from corrmark.eval.landmarks import evaluate_landmarks  # noqa: E402
 from corrmark.io import read_image, write_json_atomic  # noqa: E402
 from corrmark.ops import normalized_to_pixel  # noqa: E402
+from corrmark.preprocess import Preprocess  # noqa: E402
+from corrmark.provenance import machine_info  # noqa: E402
 from corrmark.train.checkpoint import read_checkpoint  # noqa: E402
 from corrmark.viz import Report, draw_points, save_image  # noqa: E402
+from corrmark.viz.landmarks import landmark_figure  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 LANDMARK_NAMES = ["left eye", "right eye", "nose", "left mouth", "right mouth"]
@@ -44,10 +47,6 @@ SWAP_ROWS = [("a", "points_a", "x_a (landmarks)"), ("b", "points_b", "x_b (landm
              ("ab", "points_b", "x_ab = G(app a, pose b)"), ("ba", "points_a", "x_ba = G(app b, pose a)"),
              ("a_cycled", None, "x_a' (cycled back)"), ("b_cycled", None, "x_b' (cycled back)"),
              ("a_self", None, "G(app a, pose a)")]
-
-
-def image_tensor(path: str) -> torch.Tensor:
-    return torch.from_numpy(read_image(path).copy()).permute(2, 0, 1)[None].float() / 255.0
 
 
 def to_array(image: torch.Tensor) -> np.ndarray:
@@ -60,8 +59,9 @@ def swap_figure(model, paths: list[str], path: Path, tile: int = 128) -> Path:
 
     half = len(paths) // 2
     size = model.config.image_size
-    images = torch.cat([torch.nn.functional.interpolate(image_tensor(p), size=(size, size), mode="bilinear",
-                                                        antialias=True, align_corners=False) for p in paths])
+    # not clamped (as this figure always was): model.swap leaves inputs already at its size as they are
+    square = Preprocess(size, clamp=False)
+    images = torch.cat([square.to_input(read_image(p)) for p in paths])
     out = model.swap(images[:half], images[half:2 * half])
     canvas = Image.new("RGB", (half * tile, len(SWAP_ROWS) * tile), (255, 255, 255))
     for row, (key, points_key, _) in enumerate(SWAP_ROWS):
@@ -124,7 +124,7 @@ def evaluate_checkpoint(spec: str, args, command: str) -> dict:
         swap_source = open_image_dataset("cub-unlabeled", args.root, "test", load_images=False)
         paths = seeded_paths(swap_source, 16)
         figure = json_dir / f"{label}_landmarks.png"
-        from corrmark.eval.landmarks import detect_landmarks
+        from corrmark.eval.landmark_detection import detect_landmarks
 
         points, _ = detect_landmarks(model, paths, batch_size=16)
         landmark_figure([read_image(p) for p in paths], points, figure)
@@ -145,7 +145,7 @@ def evaluate_checkpoint(spec: str, args, command: str) -> dict:
         "evaluated": {**evaluated, "model": model.describe()},
         "figures": [str(json_dir / name) for name, _ in figures], "report": str(report),
         "seconds": {"evaluation": round(time.perf_counter() - started, 1)},
-        "machine": machine_description(),
+        "machine": machine_info(),
     }
     write_json_atomic(json_dir / f"{label}.json", payload)
     if result:

@@ -44,14 +44,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from corrmark.data import open_image_dataset  # noqa: E402
-from corrmark.eval.landmarks import (evaluate_landmark_points, landmark_figure, landmark_protocol,  # noqa: E402
-                                     machine_description)
+from corrmark.eval.landmarks import evaluate_landmark_points, landmark_protocol  # noqa: E402
 from corrmark.io import read_image  # noqa: E402
 from corrmark.models.jlad import FrozenFeatures, JLADConfig, JLADLandmarks, JLADNet, JLADRuntime  # noqa: E402
 from corrmark.ops import grid_stride, grid_to_pixel  # noqa: E402
+from corrmark.preprocess import image_to_tensor  # noqa: E402
+from corrmark.provenance import machine_info  # noqa: E402
 from corrmark.train.checkpoint import read_checkpoint  # noqa: E402
 from corrmark.train.jlad import build_bank, collect_images  # noqa: E402
 from corrmark.train.runner import load_config  # noqa: E402
+from corrmark.viz.landmarks import landmark_figure  # noqa: E402
 
 
 def annotations_by_path(root, split) -> dict[str, np.ndarray]:
@@ -180,8 +182,7 @@ def main(argv=None) -> int:
             differences = []
             for index in range(min(args.check_generic, test_bank.images)):
                 image = read_image(test_bank.paths[index])
-                tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
-                _, points = model.detect(tensor)
+                _, points = model.detect(image_to_tensor(image))
                 differences.append(float(np.abs(points[0].double().numpy() - test_points[index]).max()))
             generic = {"images": len(differences), "max_abs_difference_px": max(differences)}
         if args.figure and path is not None:
@@ -202,7 +203,7 @@ def main(argv=None) -> int:
             "train_images": result["train_images"], "test_images": result["test_images"],
             "evaluated": extra, "generic_path_check": generic, "diagnostics": diagnostics,
             "seconds": {"feature_banks": round(bank_seconds, 1), "evaluation": round(time.perf_counter() - tick, 1)},
-            "machine": machine_description(),
+            "machine": machine_info(),
             "reference": {"published_aflw_error_percent": 6.51, "published_setting": "JLAD, K=30, trained on CelebA"},
         }
         out = Path(args.json_dir) / f"{label}.json"

@@ -53,8 +53,9 @@ def fixed_grid_model(count: int):
 
 def main(argv=None) -> int:
     from corrmark import load_landmark_model
-    from corrmark.eval.landmarks import landmark_equivariance, machine_description
+    from corrmark.eval.landmarks import landmark_equivariance
     from corrmark.io import write_json_atomic
+    from corrmark.provenance import machine_info
     from corrmark.train.checkpoint import read_checkpoint
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         result = landmark_equivariance(model, images, size=args.size, seed=args.seed, progress=True)
         result.update({"command": command, "checkpoint": path, "dataset": f"{args.dataset} test ({len(images)} images)",
-                       "seconds": round(time.perf_counter() - started, 1), "machine": machine_description()})
+                       "seconds": round(time.perf_counter() - started, 1), "machine": machine_info()})
         write_json_atomic(Path(args.json_dir) / f"{label}_equivariance.json", result)
         print(f"{label}: equivariance error mean {result['mean_error']:.2f} % / median {result['median_error']:.2f} % "
               f"of the image side ({100 * result['compared']:.0f} % of landmarks compared)")

@@ -45,9 +45,9 @@ from corrmark.data.keypoint_pairs import (FacePairs, build_keypoint_bank, pfwill
 from corrmark.errors import CorrmarkError  # noqa: E402
 from corrmark.eval.interocular import InterOcularPCK  # noqa: E402
 from corrmark.eval.pck import PCKAccumulator, PCKProtocol, evaluation_side  # noqa: E402
-from corrmark.eval.runner import machine_info  # noqa: E402
 from corrmark.models.scorrsan import ScorrsanConfig, ScorrsanHead, head_from_checkpoint  # noqa: E402
 from corrmark.ops import l2_normalize  # noqa: E402
+from corrmark.provenance import machine_info  # noqa: E402
 from corrmark.train.checkpoint import read_checkpoint  # noqa: E402
 from corrmark.train.scorrsan import evaluate_pairs  # noqa: E402
 

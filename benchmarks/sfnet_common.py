@@ -6,7 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from corrmark.eval.runner import machine_info
+from corrmark.provenance import machine_info
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -26,7 +26,6 @@ from corrmark.data.saliency import SaliencyMasks
 from corrmark.data.synthetic import SyntheticWarp
 from corrmark.eval.validation import transferred_mask_iou, warp_pck, warp_truth
 from corrmark.io import read_image
-from corrmark.models.features import prepare_image
 from corrmark.models.sfnet import SFNetMatcher
 from corrmark.train.checkpoint import read_checkpoint
 
@@ -51,12 +50,12 @@ def held_out_items(sources: list[str], seed: int) -> list[dict]:
 def describe_views(matcher: SFNetMatcher, items: list[dict], warp: SyntheticWarp, threshold: float, seed: int):
     """Frozen levels of each image and of one warped view, grid masks, and the warp's true source pixels."""
     saliency = SaliencyMasks(threads=torch.get_num_threads())
-    size, multiple = matcher.input_size, matcher.features.size_multiple
+    size = matcher.input_size
     views = []
     for index, item in enumerate(items):
         image = read_image(item["path"])
         mask = torch.from_numpy((saliency.probability(image) >= threshold).astype(np.float32))
-        tensor = prepare_image(np.ascontiguousarray(image), size, multiple, False, "cpu").tensor
+        tensor = matcher.preprocess.to_input(image)
         mask = F.interpolate(mask[None, None], size=(size, size), mode="bilinear", align_corners=False)
         out = warp.view(tensor, mask, torch.Generator().manual_seed(seed * 100_003 + index))
         with torch.no_grad():

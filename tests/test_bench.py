@@ -101,3 +101,19 @@ def test_specs_and_command_line():
     args = build_parser().parse_args(["bench", "--preset", "best", "--sizes", "224", "336", "--pairs", "2",
                                       "--json", "out.json"])
     assert (args.preset, args.sizes, args.pairs, args.json) == (["best"], [224, 336], 2, "out.json")
+
+
+def test_descriptor_caches_of_the_matcher_and_of_what_it_holds_are_emptied():
+    from corrmark.bench import _forget_descriptors
+    from corrmark.cache import DescriptorCache
+
+    class Runtime:  # JLAD's matcher keeps its cache on the runtime it holds
+        _cache = DescriptorCache(4)
+
+    matcher = FakeMatcher()
+    matcher.runtime = Runtime()
+    matcher._cache = DescriptorCache(4)
+    for cache in (matcher._cache, matcher.runtime._cache):
+        cache.get_or_compute(np.zeros((2, 2, 3), np.uint8), lambda: "descriptors")
+    _forget_descriptors(matcher)
+    assert len(matcher._cache) == 0 and len(matcher.runtime._cache) == 0

@@ -267,3 +267,28 @@ def test_runner_registration():
     from corrmark.train import METHODS
 
     assert "c3" in METHODS and "c3" in LANDMARK_MODELS
+
+
+#: C3Net outputs computed before the ops refactor (issue 19), when C3 had its own spatial softmax and expectation;
+#: the refactored model gave bit-identical tensors on the machine that made them. Each entry: first three values, sum,
+#: position-weighted sum.
+C3_GOLDEN = {
+    "psi": [0.005214174743741751, 0.004182165022939444, 0.0026919241063296795, 5.999999911058694, 9.00601949695686],
+    "points": [0.07892519980669022, -0.0019712820649147034, -0.004240136593580246, 0.11237932369112968,
+               0.12203479761427098],
+    "flow": [0.07093644142150879, 0.18905186653137207, 0.6579177379608154, 1.556690514087677, 3.7359691762456735],
+}
+
+
+def test_detection_and_flow_reproduce_the_numbers_before_the_ops_refactor():
+    torch.manual_seed(0)
+    net = C3Net(TINY_MODEL)
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(123))
+    with torch.no_grad():
+        detection = net.detect(images)
+        flow = net.flow(images, images.flip(-1))
+    for name, tensor in (("psi", detection["psi"]), ("points", detection["points"]), ("flow", flow)):
+        values = tensor.double().flatten()
+        weights = torch.linspace(1.0, 2.0, values.numel(), dtype=torch.float64)
+        fingerprint = [*values[:3].tolist(), float(values.sum()), float((values * weights).sum())]
+        assert fingerprint == pytest.approx(C3_GOLDEN[name], rel=1e-5, abs=1e-6), name

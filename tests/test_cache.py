@@ -1,8 +1,9 @@
-"""The on-disk cache shared by the training pipelines (corrmark.cache)."""
+"""The on-disk cache shared by the training pipelines, and the in-memory descriptor cache (corrmark.cache)."""
 
+import numpy as np
 import torch
 
-from corrmark.cache import FrozenBank, cache_dir, cache_key, load_or_build
+from corrmark.cache import DescriptorCache, FrozenBank, cache_dir, cache_key, load_or_build
 
 
 class TinyBank(FrozenBank):
@@ -45,3 +46,30 @@ def test_a_bank_round_trips_through_the_cache(tmp_path, monkeypatch):
     for copy in (stored, loaded):
         assert torch.equal(copy.features, bank.features) and copy.features.dtype == torch.float16
         assert copy.paths == bank.paths and copy.views == 2 and copy.meta == bank.meta
+
+
+def test_the_descriptor_cache_computes_each_image_once_and_forgets_the_least_recently_used():
+    images = [np.full((4, 5, 3), value, np.uint8) for value in range(3)]
+    calls = []
+
+    def describe(index):
+        return lambda: calls.append(index) or f"descriptor {index}"
+
+    cache = DescriptorCache(2)
+    assert cache.get_or_compute(images[0], describe(0)) == "descriptor 0"
+    assert cache.get_or_compute(images[1], describe(1)) == "descriptor 1"
+    assert cache.get_or_compute(images[0].copy(), describe(0)) == "descriptor 0"  # found by content
+    assert calls == [0, 1]
+    cache.get_or_compute(images[2], describe(2))  # full: image 1, used longest ago, goes
+    assert len(cache) == 2
+    cache.get_or_compute(images[0], describe(0))
+    cache.get_or_compute(images[1], describe(1))
+    assert calls == [0, 1, 2, 1]
+    cache.clear()
+    assert len(cache) == 0
+
+
+def test_the_descriptor_cache_key_includes_the_shape():
+    flat = np.zeros((4, 6, 3), np.uint8)
+    assert DescriptorCache.key_of(flat) != DescriptorCache.key_of(flat.reshape(6, 4, 3))  # same bytes
+    assert DescriptorCache.key_of(flat) == DescriptorCache.key_of(flat.copy())

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from corrmark.errors import InvalidKeypointsError, UnknownNameError
-from corrmark.eval.landmarks import (apply_landmark_regressor, detect_landmarks, evaluate_landmark_points,
-                                     evaluate_landmarks, export_landmarks, fit_landmark_regressor, normalised_errors)
+from corrmark.eval.landmark_detection import detect_landmarks, export_landmarks
+from corrmark.eval.landmarks import (apply_landmark_regressor, evaluate_landmark_points, evaluate_landmarks,
+                                     fit_landmark_regressor, normalised_errors)
 from corrmark.models.base import LandmarkModel
 
 
@@ -184,7 +185,7 @@ def test_per_category_regression_fits_each_category_on_its_own():
 def test_pfwillow_landmark_images_follow_the_image_split():
     from conftest import shared_path
 
-    from corrmark.eval.landmarks import pfwillow_landmark_images
+    from corrmark.eval.landmark_images import pfwillow_landmark_images
 
     root = shared_path("pf-willow")
     train, test = pfwillow_landmark_images(root, "train"), pfwillow_landmark_images(root, "test")

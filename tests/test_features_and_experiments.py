@@ -6,7 +6,8 @@ import torch
 from corrmark.errors import CorrmarkError
 from corrmark.config import load_config_file, load_yaml
 from corrmark.eval.experiment import PROTOCOL_DEFAULTS, protocol_of, resolve_eval_experiment
-from corrmark.models.features import DescriptorExtractor, parse_backbone_spec, prepare_image
+from corrmark.models.features import DescriptorExtractor, parse_backbone_spec
+from corrmark.preprocess import Preprocess
 
 
 def test_parse_single_and_fused_specs():
@@ -28,19 +29,19 @@ def test_fused_descriptor_is_unit_length_on_the_first_grid():
     torch.testing.assert_close(descriptors.norm(dim=1), torch.ones(1, 16, 22))
 
 
-def test_prepare_image_keeps_aspect_and_rounds_to_the_multiple():
+def test_preprocess_keeps_aspect_and_rounds_to_the_multiple():
     import numpy as np
 
     image = np.zeros((300, 200, 3), np.uint8)
+    keep_aspect = Preprocess(224, 14, keep_aspect=True)
     # the area of a 224 square at 3:2, each side rounded up to 14: 274.3 x 182.9 -> 280 x 196 (20 x 14 >= 16 x 16 cells)
-    assert prepare_image(image, 224, 14, True, "cpu").tensor.shape == (1, 3, 280, 196)
-    assert prepare_image(image, 224, 14, False, "cpu").tensor.shape == (1, 3, 224, 224)
-    assert prepare_image(image, 224, 14, True, "cpu").original_hw == (300, 200)
-    assert prepare_image(np.zeros((50, 50, 3), np.uint8), 224, 14, True, "cpu").tensor.shape == (1, 3, 224, 224)
+    assert keep_aspect.to_input(image).shape == (1, 3, 280, 196)
+    assert Preprocess(224, 14).to_input(image).shape == (1, 3, 224, 224)
+    assert keep_aspect.to_input(np.zeros((50, 50, 3), np.uint8)).shape == (1, 3, 224, 224)
     # a 1 x 5000 strip: the longer side is capped at 4 x 224
-    assert prepare_image(np.zeros((1, 5000, 3), np.uint8), 224, 14, True, "cpu").tensor.shape == (1, 3, 14, 896)
+    assert keep_aspect.to_input(np.zeros((1, 5000, 3), np.uint8)).shape == (1, 3, 14, 896)
     for height, width in [(480, 640), (333, 500), (375, 500), (1000, 1500), (97, 211)]:
-        shape = prepare_image(np.zeros((height, width, 3), np.uint8), 336, 14, True, "cpu").tensor.shape
+        shape = Preprocess(336, 14, keep_aspect=True).to_input(np.zeros((height, width, 3), np.uint8)).shape
         assert (shape[2] // 14) * (shape[3] // 14) >= 24 * 24  # never fewer cells than the 336 square
 
 

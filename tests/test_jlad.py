@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from corrmark.config import check_known_keys
-from corrmark.models.jlad import (JLADConfig, JLADNet, expected_coordinates, landmark_probabilities,
-                                  windowed_correlation)
-from corrmark.ops import dense_self_similarity, local_correlation, pixel_grid
+from corrmark.models.jlad import JLADConfig, JLADNet, landmark_probabilities
+from corrmark.ops import pixel_grid, spatial_expectation
 from corrmark.train.jlad import (DATA_KEYS, STAGES, JLADBank, JLADBatches, JLADSchedule, JLADStep, build_experiment,
                                  loss_options, set_trainable)
 from corrmark.train.runner import load_config
@@ -48,21 +47,6 @@ def tiny_config(pretrain=2, stage=2, rounds=1, batch=2, steps_per_epoch=3):
 # --- model ----------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("radius", [1, 2, 5])
-def test_windowed_correlation_equals_the_ops_local_correlation(radius):
-    generator = torch.Generator().manual_seed(0)
-    a = torch.randn(2, 5, 7, 6, generator=generator, dtype=torch.float64)
-    b = torch.randn(2, 5, 7, 6, generator=generator, dtype=torch.float64)
-    torch.testing.assert_close(windowed_correlation(a, b, radius), local_correlation(a, b, radius))
-    torch.testing.assert_close(windowed_correlation(a, b, radius, normalize_window=False),
-                               local_correlation(a, b, radius, normalize_window=False))
-    torch.testing.assert_close(windowed_correlation(a, a, radius), dense_self_similarity(a, radius))
-    from corrmark.ops import offset_correlation, window_offsets
-
-    torch.testing.assert_close(windowed_correlation(a, b, radius, normalize_window=False, normalize_features=False),
-                               offset_correlation(a, b, window_offsets(radius), normalize=False))
-
-
 def test_eq4_softmax_over_channels_and_eq5_expected_coordinates():
     scores = torch.full((1, 3, 4, 5), -30.0, dtype=torch.float64)
     scores[0, 0] = 0.0  # background wins everywhere but where landmarks peak
@@ -72,9 +56,50 @@ def test_eq4_softmax_over_channels_and_eq5_expected_coordinates():
     assert psi.shape == (1, 2, 4, 5)
     total = torch.softmax(scores, dim=1).sum(dim=1)
     torch.testing.assert_close(total, torch.ones_like(total))
-    points = expected_coordinates(psi)
+    points = spatial_expectation(psi, normalize_mass=True)  # what JLADNet.detect uses
     torch.testing.assert_close(points, torch.tensor([[[3.0, 2.0], [0.0, 1.0]]], dtype=torch.float64), atol=1e-6,
                                rtol=0)
+
+
+def fingerprint(tensor: torch.Tensor) -> list[float]:
+    """First three values, sum and a position-weighted sum (catches permutations) of a tensor."""
+    values = tensor.detach().double().flatten()
+    weights = torch.linspace(1.0, 2.0, values.numel(), dtype=torch.float64)
+    return [*values[:3].tolist(), float(values.sum()), float((values * weights).sum())]
+
+
+#: JLADNet outputs computed before the ops refactor (issue 19), when JLAD had its own windowed correlation, window
+#: soft argmax and eq. (5) expectation; the refactored model gave bit-identical tensors on the machine that made them
+JLAD_GOLDEN = {
+    "correlation": [0.0, 0.0, 0.0, 200.92279165018408, 300.1954216631473],
+    "tau": [-0.01862366497516632, 1.399949312210083, 1.9421722888946533, 454.3534665387124, 697.6371131514696],
+    "log_sigma": [-0.0678456500172615, -0.06759610772132874, -0.0784291923046112, -6.334689408540726,
+                  -9.463955189224826],
+    "psi": [0.30435800552368164, 0.3073578476905823, 0.3076392412185669, 270.66800217330456, 402.21086206842796],
+    "points": [5.522395610809326, 6.476820945739746, 5.498574733734131, 72.00421714782715, 108.27341413497925],
+    "points_normalized": [0.0016013383865356445, -0.0037158727645874023, 0.0002014636993408203,
+                          0.0029039978981018066, 0.0046524026177146224],
+    "gradient": [-21.74191665649414, 16.640583038330078, -19.622556686401367, 10629.961000954267,
+                 11678.384853873165],
+}
+
+
+def test_forward_and_gradients_reproduce_the_numbers_before_the_ops_refactor():
+    net = tiny_net()
+    generator = torch.Generator().manual_seed(123)
+    with torch.no_grad():  # W_A and W_C start with zero outputs: perturb every weight so that they count
+        for parameter in net.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+    frozen_s = torch.randn(2, 6, 7, 6, generator=generator)  # a non-square grid
+    frozen_t = torch.randn(2, 6, 7, 6, generator=generator)
+    out = net(frozen_s, frozen_t)
+    (out["tau"].pow(2).sum() + out["detection_s"]["points"].pow(2).sum()).backward()
+    gradient = torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None])
+    outputs = {"correlation": out["correlation"], "tau": out["tau"], "log_sigma": out["log_sigma"],
+               "psi": out["detection_s"]["psi"], "points": out["detection_s"]["points"],
+               "points_normalized": out["detection_t"]["points_normalized"], "gradient": gradient}
+    for name, tensor in outputs.items():
+        assert fingerprint(tensor) == pytest.approx(JLAD_GOLDEN[name], rel=1e-5, abs=1e-5), name
 
 
 def test_forward_shapes_and_identity_alignment_at_start():

@@ -193,3 +193,43 @@ def test_correlation_argmax_known_peak_and_chunking():
     chunked, _ = correlation_argmax(random, chunk_size=2)
     whole, _ = correlation_argmax(random.contiguous(), chunk_size=100)
     assert torch.equal(chunked, whole)
+
+
+@pytest.mark.parametrize("radius", [0, 1, 3])
+def test_local_correlation_of_raw_features_equals_offset_correlation(radius):
+    torch.manual_seed(5)
+    features_a, features_b = torch.randn(2, 4, 3, 5, dtype=torch.float64), torch.randn(2, 4, 3, 5, dtype=torch.float64)
+    raw = local_correlation(features_a, features_b, radius, normalize_window=False, normalize_features=False)
+    expected = offset_correlation(features_a, features_b, window_offsets(radius), normalize=False)
+    assert raw.shape == (2, (2 * radius + 1) ** 2, 3, 5)
+    torch.testing.assert_close(raw, expected, rtol=0, atol=1e-12)
+
+
+def test_local_correlation_radius_zero_is_the_sign_of_the_cosine():
+    torch.manual_seed(6)
+    features_a, features_b = torch.randn(1, 3, 2, 3, dtype=torch.float64), torch.randn(1, 3, 2, 3, dtype=torch.float64)
+    cosine = F.cosine_similarity(features_a, features_b, dim=1)
+    torch.testing.assert_close(local_correlation(features_a, features_b, 0, normalize_window=False)[:, 0], cosine)
+    torch.testing.assert_close(local_correlation(features_a, features_b, 0)[:, 0], cosine.sign())
+
+
+def test_local_correlation_gradcheck_without_normalisation():
+    torch.manual_seed(7)
+    features_a = torch.randn(1, 3, 3, 2, dtype=torch.float64, requires_grad=True)
+    features_b = torch.randn(1, 3, 3, 2, dtype=torch.float64, requires_grad=True)
+    assert gradcheck(lambda a, b: local_correlation(a, b, 1, normalize_window=False, normalize_features=False),
+                     (features_a, features_b))
+
+
+def test_local_correlation_reproduces_the_numbers_before_the_ops_refactor():
+    # computed with the per-offset ops.local_correlation and JLAD's windowed_correlation this one replaced (they agreed)
+    generator = torch.Generator().manual_seed(0)
+    features_a = torch.randn(1, 4, 3, 5, generator=generator, dtype=torch.float64)
+    features_b = torch.randn(1, 4, 3, 5, generator=generator, dtype=torch.float64)
+    correlation = local_correlation(features_a, features_b, 2)
+    assert correlation[0, :6, 1, 2].tolist() == pytest.approx([0.0] * 5 + [-0.1403983209376221], rel=1e-12)
+    assert correlation[0, 12].flatten().tolist() == pytest.approx(
+        [0.15306444190231733, 0.2460922690227057, 0.2718405072935851, -0.004083671586099605, 0.4483224094362857,
+         0.26294826222092227, 0.2630758186528054, -0.025955810528423783, 0.035711319312120224, 0.16129084165698945,
+         -0.394570477403879, 0.2572898835983722, 0.28496035686833154, 0.15929385127684473, -0.1938825749168715],
+        rel=1e-12)

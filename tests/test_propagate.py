@@ -245,7 +245,7 @@ def test_cli_end_to_end(folder, tmp_path, monkeypatch, capsys):
     annotated, images = folder
     (tmp_path / "points.json").write_text(json.dumps(SOURCE_POINTS.tolist()))
     matcher = ScaleMatcher()
-    monkeypatch.setattr("corrmark.cli.matcher_from_args", lambda args: matcher)
+    monkeypatch.setattr("corrmark.cli.commands_matching.matcher_from_args", lambda args: matcher)
     out, gallery = tmp_path / "out.json", tmp_path / "gallery"
     # the order of the issue: IMAGES_DIR right after the multi-value --points
     assert main(["propagate", "--annotated", str(annotated), "--points", str(tmp_path / "points.json"), str(images),

@@ -11,9 +11,8 @@ from corrmark.errors import CheckpointError
 from corrmark.eval.interocular import InterOcularPCK
 from corrmark.losses.scorrsan import (dilate_mask, keypoint_mask, mask_positions, pseudo_label_loss,
                                       select_small_losses, selection_ratio, sparse_flow_loss)
-from corrmark.models.scorrsan import (MutualHeads, ScorrsanConfig, ScorrsanHead, head_from_checkpoint,
-                                      window_soft_argmax)
-from corrmark.ops import sparse_self_similarity, upsample_correlation
+from corrmark.models.scorrsan import MutualHeads, ScorrsanConfig, ScorrsanHead, head_from_checkpoint
+from corrmark.ops import soft_argmax_around_peak, sparse_self_similarity, upsample_correlation
 from corrmark.train import Trainer, read_checkpoint
 from corrmark.train.scorrsan import BaselineStep, MutualStep, StudentStep, teacher_student_options
 
@@ -127,18 +126,36 @@ def test_queried_rows_equal_the_fully_upsampled_volume():
     correlation = torch.rand(1, 4, 4, 4, 4)
     fine = upsample_correlation(correlation, 2, which="both")  # (1, 8, 8, 8, 8)
     fine_rows = fine.reshape(1, 64, 8, 8)
-    expected = window_soft_argmax(fine_rows, 20.0, 3.0)  # fine grid coords
+    expected = soft_argmax_around_peak(fine_rows, 20.0, 3.0)  # fine grid coords
     expected_px = (expected + 0.5) * 2.0 - 0.5
     ys, xs = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
     queries = torch.stack([xs, ys], -1).reshape(1, 64, 2) * 2.0 + 0.5  # fine cell centres in pixels
     assert torch.allclose(head.match_rows(correlation, queries), expected_px, atol=1e-4)
 
 
-def test_window_soft_argmax_finds_a_peak_far_from_the_centre():
-    rows = torch.zeros(1, 1, 32, 32)
-    rows[0, 0, 3, 28] = 1.0
-    point = window_soft_argmax(rows, beta=50.0, sigma=2.0)[0, 0]
-    assert torch.allclose(point, torch.tensor([28.0, 3.0]), atol=1e-3)
+#: ScorrsanHead matches (argmax "window") computed before the ops refactor (issue 19), when SCorrSAN had its own
+#: window soft argmax; the refactored head gave bit-identical tensors on the machine that made them. Each entry: first
+#: three values, sum, position-weighted sum of the (1, 6, 2) matched pixels.
+SCORRSAN_GOLDEN = {
+    False: [1.2049462795257568, 30.244888305664062, 30.43133544921875, 211.72326183319092, 318.08021512898534],
+    True: [3.4350147247314453, 28.61528968811035, 28.143447875976562, 210.34367895126343, 316.08818453008473],
+}
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_window_matches_reproduce_the_numbers_before_the_ops_refactor(normalize):
+    torch.manual_seed(0)
+    head = ScorrsanHead(tiny_config(sigma=1.5, argmax="window", normalize_scores=normalize), in_channels=4,
+                        stride=4.0)
+    generator = torch.Generator().manual_seed(123)
+    query = torch.randn(1, 4, 8, 8, generator=generator)
+    reference = torch.randn(1, 4, 8, 8, generator=generator)
+    queries_px = torch.rand(1, 6, 2, generator=generator) * 31
+    with torch.no_grad():
+        values = head(query, reference, queries_px).double().flatten()
+    weights = torch.linspace(1.0, 2.0, values.numel(), dtype=torch.float64)
+    fingerprint = [*values[:3].tolist(), float(values.sum()), float((values * weights).sum())]
+    assert fingerprint == pytest.approx(SCORRSAN_GOLDEN[normalize], rel=1e-5, abs=1e-5)
 
 
 def test_checkpoint_loading_is_strict_and_mt_picks_the_selected_head():

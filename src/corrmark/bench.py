@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CheckpointError, CorrmarkError, UnknownNameError
+from .provenance import machine_info
 
 DEFAULT_PRESETS = ("dinov2-block8", "best")  # the demo's two zero-shot matchers
 DEFAULT_PF_WILLOW_PAIRS = 20
@@ -245,9 +245,11 @@ def _cold_seconds(matcher, call, *arguments) -> float:
 
 def _forget_descriptors(matcher) -> None:
     """Empty the per-image descriptor caches (``_cache``) of the matcher and of the objects it holds."""
+    from .cache import DescriptorCache  # imports torch, which this module loads lazily
+
     for owner in (matcher, *vars(matcher).values()):
         cache = getattr(owner, "_cache", None)
-        if isinstance(cache, dict):
+        if isinstance(cache, (DescriptorCache, dict)):
             cache.clear()
 
 
@@ -271,13 +273,6 @@ def peak_rss_mb() -> float:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
-
-
-def machine_info() -> dict:
-    import torch
-
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__}
 
 
 # --- the command ------------------------------------------------------------------------------------------------------

@@ -8,6 +8,9 @@ alone. Writes are atomic (temporary file + rename).
 
 ``FrozenBank`` gives a bank class its stored form from a list of fields, so the three feature banks (SFNet, SCorrSAN,
 JLAD) differ only in what they hold.
+
+``DescriptorCache`` is the in-memory counterpart used at inference: the descriptors of recently seen images, kept by
+the matchers because benchmarks and image folders reuse each image in many pairs.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -71,3 +75,38 @@ class FrozenBank:
     def load_or_build(cls, kind: str, key: str, build: Callable[[], FrozenBank], cache: bool = True):
         """The cached bank of ``key``, or ``build()`` stored under it."""
         return cls.from_state(load_or_build(kind, key, lambda: build().state(), cache))
+
+
+class DescriptorCache:
+    """A least-recently-used cache of what a model computed from an image, keyed by the image's content and shape.
+
+    ``capacity`` bounds memory: past it, the entry used longest ago goes. ``bench`` empties every matcher's
+    ``_cache`` with :meth:`clear` so that timings include describing the images.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = int(capacity)
+        self._entries: OrderedDict = OrderedDict()
+
+    @staticmethod
+    def key_of(image) -> tuple:
+        """``(content digest, shape)`` of an array image."""
+        return hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest(), image.shape
+
+    def get_or_compute(self, image, compute: Callable[[], object]):
+        """The entry of ``image``, or ``compute()`` stored as it."""
+        key = self.key_of(image)
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key]
+        value = compute()
+        self._entries[key] = value
+        if len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)

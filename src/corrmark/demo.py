@@ -229,7 +229,7 @@ def _images_of_category(document: dict, category: str | None) -> list[str]:
 
 
 def _draw_landmarks(entry, images: list[str], examples: Path, out_dir: Path, device, notes: list) -> list:
-    from .eval.landmarks import detect_landmarks
+    from .eval.landmark_detection import detect_landmarks
     from .zoo import load_zoo_landmarks
 
     try:

@@ -96,18 +96,19 @@ def build_keypoint_bank(items: list[KeypointImage], backbone: str, layers, image
 def _describe_images(items: list[KeypointImage], descriptor: dict, views: int, key: str, device, weights_files,
                      progress: bool, chunk: int) -> KeypointBank:
     from ..models.features import DescriptorExtractor, parse_backbone_spec
-    from ..models.scorrsan import original_to_input, square_size, square_tensor
+    from ..preprocess import Preprocess
 
     backbone, layers, image_size = descriptor["backbone"], descriptor["layers"], descriptor["image_size"]
     extractor = DescriptorExtractor(parse_backbone_spec(backbone, layers), device=device,
                                     weights_files=weights_files).eval()
-    size = square_size(image_size, extractor.size_multiple)
+    preprocess = Preprocess(image_size, extractor.size_multiple)
+    size = preprocess.square_size
     started = time.perf_counter()
     features = [None] * (len(items) * views)
     points = np.full((len(items) * views, max(len(item.points) for item in items), 2), np.nan, dtype=np.float32)
     for start in tqdm(range(0, len(items), chunk), desc="scorrsan features", disable=not progress, unit="batch"):
         batch = items[start:start + chunk]
-        tensors = torch.cat([square_tensor(read_image(item.path), size) for item in batch])
+        tensors = torch.cat([preprocess.to_input(read_image(item.path)) for item in batch])
         for view in range(views):
             view_tensor = tensors if view == 0 else torch.flip(tensors, dims=[3])
             with torch.no_grad():
@@ -115,7 +116,7 @@ def _describe_images(items: list[KeypointImage], descriptor: dict, views: int, k
             for offset, item in enumerate(batch):
                 row = (start + offset) * views + view
                 features[row] = described[offset]
-                item_points = original_to_input(torch.as_tensor(item.points, dtype=torch.float32), item.shape, size)
+                item_points = preprocess.to_working(torch.as_tensor(item.points, dtype=torch.float32), item.shape)
                 if view == 1:
                     if item.flip is None:
                         raise CorrmarkError(f"{item.path}: a mirrored view needs a keypoint flip permutation")

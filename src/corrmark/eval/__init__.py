@@ -1,8 +1,9 @@
 """Evaluation metrics with explicit protocols: PCK for keypoint transfer, LT-ACC and IoU for mask transfer."""
 
-from .landmarks import (ImageRecords, coco_landmark_images, detect_landmarks, evaluate_landmark_points,
-                        evaluate_landmarks, export_landmarks, fit_landmark_regressor, landmark_equivariance,
-                        landmark_figure, pfwillow_landmark_images)
+from ..viz.landmarks import landmark_figure
+from .landmark_detection import detect_landmarks, export_landmarks
+from .landmark_images import ImageRecords, coco_landmark_images, pfwillow_landmark_images
+from .landmarks import evaluate_landmark_points, evaluate_landmarks, fit_landmark_regressor, landmark_equivariance
 from .masks import MaskAccumulator, label_transfer_accuracy, mask_iou
 from .pck import (
     DEFAULT_ALPHAS,

@@ -20,29 +20,37 @@ Object protocol (PF-WILLOW, per category with the SCorrSAN image split): one reg
 by the kp-bbox length, mean over categories (``per_category=True``, :func:`pfwillow_landmark_images`).
 
 API: :func:`fit_landmark_regressor`, :func:`apply_landmark_regressor`, :func:`normalised_errors` (pure numpy);
-:func:`evaluate_landmark_points` (arrays in, result dict out); :func:`detect_landmarks` (a ``LandmarkModel`` over a
-dataset); :func:`evaluate_landmarks` (model + train/test datasets -> result dict, optional figure);
-:func:`landmark_figure`; :func:`export_landmarks` (the ``corrmark landmarks`` command).
+:func:`evaluate_landmark_points` (arrays in, result dict out); :func:`evaluate_landmarks` (model + train/test datasets
+-> result dict, optional figure); :func:`landmark_equivariance` (the label-free check). Elsewhere: the annotated
+image sets (``eval.landmark_images``), running a model over images and the ``corrmark landmarks`` export
+(``eval.landmark_detection``), the figure (``viz.landmarks``).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import CorrmarkError, InvalidKeypointsError, UnknownNameError
-from ..io import ImageLike, read_image, write_json_atomic
+from ..io import ImageLike, read_image
+from ..preprocess import Preprocess
+from ..provenance import machine_info
+from ..viz.landmarks import landmark_figure
 from .interocular import interocular_distance
+from .landmark_detection import detect_landmarks
 from .pck import threshold_length
 
 NORMALISATIONS = ("inter-ocular", "kp-bbox")
+DEFAULT_EYES = (0, 1)  # MTFL: the two eyes are its points 1 and 2
+# The protocol of each benchmark of ``corrmark eval-landmarks``: the error length, and whether every image category
+# gets its own regressor ("auto": when the fit images show more than one category).
+BENCHMARK_PROTOCOLS = {"mtfl": {"normalisation": "inter-ocular", "per_category": False},
+                       "pf-willow": {"normalisation": "kp-bbox", "per_category": True},
+                       "coco": {"normalisation": "kp-bbox", "per_category": "auto"}}
 
 
 # --- regression -----------------------------------------------------------------------------------------------------
@@ -95,7 +103,7 @@ def apply_landmark_regressor(weights: np.ndarray, discovered) -> np.ndarray:
     return predicted.reshape(len(discovered), -1, 2)
 
 
-def normalising_length(annotated_points, normalisation: str, eyes=(0, 1)) -> float:
+def normalising_length(annotated_points, normalisation: str, eyes=DEFAULT_EYES) -> float:
     """The length errors of one image are divided by: inter-ocular distance or max side of the keypoint box."""
     if normalisation == "inter-ocular":
         return interocular_distance(annotated_points, eyes)
@@ -105,7 +113,7 @@ def normalising_length(annotated_points, normalisation: str, eyes=(0, 1)) -> flo
     raise UnknownNameError(f"unknown landmark normalisation {normalisation!r}; choose one of: {', '.join(NORMALISATIONS)}")
 
 
-def normalised_errors(predicted, annotated, normalisation: str = "inter-ocular", eyes=(0, 1)) -> np.ndarray:
+def normalised_errors(predicted, annotated, normalisation: str = "inter-ocular", eyes=DEFAULT_EYES) -> np.ndarray:
     """``(N, L)`` errors ``||pred - gt|| / length`` (NaN where the annotation is missing)."""
     predicted = _as_points(predicted, "predicted landmarks")
     annotated = _as_points(annotated, "annotated landmarks")
@@ -117,7 +125,7 @@ def normalised_errors(predicted, annotated, normalisation: str = "inter-ocular",
 
 
 def evaluate_landmark_points(train_discovered, train_annotated, test_discovered, test_annotated,
-                             normalisation: str = "inter-ocular", eyes=(0, 1), ridge: float = 0.0,
+                             normalisation: str = "inter-ocular", eyes=DEFAULT_EYES, ridge: float = 0.0,
                              train_categories=None, test_categories=None) -> dict:
     """The protocol on arrays: fit on train, errors on test. Returns ``mean_error`` (percent), ``per_landmark``
     (percent, one per annotated landmark), ``test_images``, ``train_images``, ``weights`` (2K x 2L list),
@@ -168,102 +176,7 @@ def _evaluate_per_category(train_discovered, train_annotated, test_discovered, t
             "errors": errors, "predicted": predicted}
 
 
-class ImageRecords:
-    """A plain list of ``{"path", "points" (L, 2), "valid", "category"}`` records usable as an evaluation dataset."""
-
-    def __init__(self, records: list[dict], name: str = "images"):
-        self._records, self.name = list(records), name
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def __getitem__(self, index: int) -> dict:
-        return dict(self._records[index])
-
-
-def pfwillow_landmark_images(root, split: str) -> ImageRecords:
-    """The images of a PF-WILLOW split (the SCorrSAN split by image: images 0-4 / 5-9 of each subclass) with their
-    10 keypoints and subclass, for the per-category object protocol (``normalisation="kp-bbox"``)."""
-    from ..data.keypoint_pairs import pfwillow_images
-
-    items, _, _ = pfwillow_images(root, split)
-    records = [{"path": item.path, "points": np.asarray(item.points, dtype=np.float64),
-                "valid": np.isfinite(np.asarray(item.points)).all(axis=1), "category": item.group} for item in items]
-    return ImageRecords(records, name=f"pf-willow {split}")
-
-
-def coco_landmark_images(annotations_file, image_root=None) -> ImageRecords:
-    """Every image of a COCO keypoints JSON (what ``corrmark propagate`` writes) that has a keypoint annotation, as
-    evaluation records: ``points`` from the first annotation of the image, ``valid`` = labelled (v > 0), ``category``
-    = its category name. Image paths are ``file_name`` under ``image_root`` (default: the JSON file's folder)."""
-    path = Path(annotations_file)
-    if not path.is_file():
-        raise InvalidKeypointsError(f"annotations file not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidKeypointsError(f"cannot parse annotations file {path}: {error}") from None
-    if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
-        raise InvalidKeypointsError(f"{path} is not a COCO keypoints file (needs 'images' and 'annotations')")
-    root = Path(image_root) if image_root is not None else path.parent
-    categories = {entry.get("id"): str(entry.get("name", entry.get("id"))) for entry in data.get("categories") or []}
-    first = {}
-    for annotation in data["annotations"]:
-        if annotation.get("keypoints"):
-            first.setdefault(annotation.get("image_id"), annotation)
-    records = []
-    for image in data["images"]:
-        annotation = first.get(image.get("id"))
-        if annotation is None:
-            continue
-        triples = np.asarray(annotation["keypoints"], dtype=np.float64).reshape(-1, 3)
-        valid = triples[:, 2] > 0
-        points = np.where(valid[:, None], triples[:, :2], np.nan)
-        records.append({"path": str(root / image["file_name"]), "points": points, "valid": valid,
-                        "category": categories.get(annotation.get("category_id"), "object")})
-    if not records:
-        raise InvalidKeypointsError(f"{path} has no image with a keypoint annotation")
-    if len({len(record["points"]) for record in records}) != 1:
-        raise InvalidKeypointsError(f"{path}: images have different numbers of keypoints")
-    return ImageRecords(records, name=path.name)
-
-
-# --- running a model ------------------------------------------------------------------------------------------------
-
-
-def _image_tensor(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float() / 255.0
-
-
-def detect_landmarks(model, images: Sequence[ImageLike], batch_size: int = 16, progress: bool = False
-                     ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Run ``model.detect`` on images of any sizes (batched among consecutive images of one size).
-
-    Returns ``points`` ``(N, K, 2)`` in pixels of each image and the heatmaps (one ``(K, h, w)`` array per image).
-    """
-    from tqdm import tqdm
-
-    points: list[np.ndarray | None] = [None] * len(images)
-    heatmaps: list[np.ndarray | None] = [None] * len(images)
-    pending: list[tuple[int, np.ndarray]] = []
-
-    def flush():
-        if not pending:
-            return
-        batch = torch.cat([_image_tensor(image) for _, image in pending])
-        maps, found = model.detect(batch)
-        for (index, _), item_maps, item_points in zip(pending, maps, found):
-            points[index] = item_points.detach().cpu().double().numpy()
-            heatmaps[index] = item_maps.detach().cpu().float().numpy()
-        pending.clear()
-
-    for index in tqdm(range(len(images)), desc="landmarks", disable=not progress, unit="image"):
-        image = read_image(images[index])
-        if pending and (pending[0][1].shape != image.shape or len(pending) >= batch_size):
-            flush()
-        pending.append((index, image))
-    flush()
-    return np.stack(points) if points else np.zeros((0, 0, 2)), heatmaps
+# --- the protocol on a model ----------------------------------------------------------------------------------------
 
 
 def _dataset_images(dataset, limit: int | None, seed: int) -> tuple[list[str], np.ndarray, list[str]]:
@@ -286,7 +199,7 @@ def _dataset_images(dataset, limit: int | None, seed: int) -> tuple[list[str], n
     return paths, np.stack(annotations), categories
 
 
-def evaluate_landmarks(model, train_dataset, test_dataset, normalisation: str = "inter-ocular", eyes=(0, 1),
+def evaluate_landmarks(model, train_dataset, test_dataset, normalisation: str = "inter-ocular", eyes=DEFAULT_EYES,
                        train_limit: int | None = None, test_limit: int | None = None, seed: int = 0,
                        batch_size: int = 16, figure: str | os.PathLike | None = None, figure_images: int = 16,
                        progress: bool = False, dataset_names: tuple[str, str] | None = None,
@@ -330,7 +243,7 @@ def evaluate_landmarks(model, train_dataset, test_dataset, normalisation: str = 
         "num_landmarks": int(train_points.shape[1]),
         "figure": str(figure) if figure is not None else None,
         "seconds": round(time.perf_counter() - started, 1),
-        "machine": machine_description(),
+        "machine": machine_info(),
     })
     return result
 
@@ -358,11 +271,10 @@ def landmark_equivariance(model, images: Sequence[ImageLike], size: int = 224, w
     warp_values = {**EQUIVARIANCE_WARP, **dict(warp or {})}
     warper = SyntheticWarp(WarpConfig.from_dict(warp_values))
     generator = torch.Generator().manual_seed(int(seed))
+    square = Preprocess(size)
     errors, inside = [], []
     for start in tqdm(range(0, len(images), batch_size), desc="equivariance", disable=not progress, unit="batch"):
-        batch = torch.cat([torch.nn.functional.interpolate(_image_tensor(read_image(image)), size=(size, size),
-                                                           mode="bilinear", align_corners=False, antialias=True)
-                           for image in images[start:start + batch_size]]).clamp(0, 1)
+        batch = torch.cat([square.to_input(read_image(image)) for image in images[start:start + batch_size]])
         view = warper.view(batch, None, generator)
         with torch.no_grad():
             _, points = model.detect(batch)
@@ -390,107 +302,3 @@ def landmark_protocol(normalisation: str, eyes, train_limit, test_limit, seed, n
             "train_limit": train_limit, "test_limit": test_limit, "subset_seed": seed, "units": "percent"}
 
 
-def machine_description() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
-
-
-# --- pictures and export --------------------------------------------------------------------------------------------
-
-
-def landmark_figure(images: Sequence[np.ndarray], points, path, regressed=None, truth=None, columns: int = 8,
-                    tile: int = 160):
-    """A grid of images with their discovered landmarks (``corrmark.viz.draw_points``); with ``regressed`` a second
-    row per image row shows the regressed annotated landmarks (dots), with ``truth`` beside the ground truth (rings,
-    a white line for the error). A legend strip says what the rows and colours mean. Saves to ``path``."""
-    from PIL import Image
-
-    from ..viz import colour, draw_points, draw_points_vs_truth, save_image, with_legend
-
-    tiles = []
-    for index, image in enumerate(images):
-        scale = tile / max(image.shape[:2])
-        radius = max(2.0, max(image.shape[:2]) / 60)
-        drawn = [draw_points(image, np.asarray(points[index]), radius=radius)]
-        if regressed is not None:
-            drawn.append(draw_points_vs_truth(image, regressed[index], truth[index], radius) if truth is not None
-                         else draw_points(image, np.asarray(regressed[index]), radius=radius))
-        tiles.append([picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))))
-                      for picture in drawn])
-    if not tiles:
-        raise CorrmarkError("no images to draw")
-    columns = max(1, min(int(columns), len(tiles)))
-    per_row = len(tiles[0])
-    grid_rows = -(-len(tiles) // columns)
-    canvas = Image.new("RGB", (columns * tile, grid_rows * per_row * tile), (255, 255, 255))
-    for index, drawn in enumerate(tiles):
-        row, column = divmod(index, columns)
-        for part, picture in enumerate(drawn):
-            canvas.paste(picture, (column * tile, (row * per_row + part) * tile))
-    count = np.asarray(points[0]).shape[0]
-    entries = [(None, "top: discovered landmarks, colour = landmark index")]
-    entries += [(colour(k), str(k)) for k in range(count)]
-    if regressed is not None:
-        rows = "regressed annotated points (dots)" + (" and ground truth (rings, white line = error)"
-                                                      if truth is not None else "")
-        entries.append((None, f"second row: {rows}, colour = annotated point index"))
-    return save_image(with_legend(canvas, entries), path)
-
-
-def export_landmarks(model, images: Sequence[ImageLike], out_dir: str | os.PathLike, batch_size: int = 8,
-                     draw: bool = True, progress: bool = False) -> dict:
-    """Detect landmarks on ``images`` (paths or arrays) and write into ``out_dir``:
-
-    - ``landmarks.json``: ``{"model": ..., "num_landmarks": K, "images": [{"image", "shape", "points" (K x [x, y],
-      0-based pixels of that image)}]}``;
-    - ``landmarks.coco.json``: the same points as COCO keypoints (category ``landmarks`` with keypoints
-      ``landmark0..K-1``, every point ``v = 2``), for annotation tools (CVAT, Label Studio's COCO import);
-    - with ``draw``: ``<index>_<stem>.png`` per image with the landmarks drawn (colour = landmark index) and
-      ``overview.png`` (all images in a grid).
-
-    Returns ``{"json": path, "coco": path, "images": [png paths], "overview": path or None}``.
-    """
-    from ..viz import colour, draw_points, save_image, with_legend
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    arrays = [read_image(image) for image in images]
-    if not arrays:
-        raise CorrmarkError("give at least one image to detect landmarks on")
-    points, _ = detect_landmarks(model, arrays, batch_size, progress=progress)
-    names = [Path(str(image)).stem if isinstance(image, (str, os.PathLike)) else f"image{index}"
-             for index, image in enumerate(images)]
-    records, pictures = [], []
-    for index, (image, array, found) in enumerate(zip(images, arrays, points)):
-        records.append({"image": str(image) if isinstance(image, (str, os.PathLike)) else None,
-                        "shape": list(array.shape[:2]), "points": np.round(found, 3).tolist()})
-        if draw:
-            picture = with_legend(draw_points(array, found, labels=list(range(len(found)))),
-                                  [(colour(k), f"landmark {k}") for k in range(len(found))])
-            pictures.append(str(save_image(picture, out_dir / f"{index:04d}_{names[index]}.png")))
-    json_path = out_dir / "landmarks.json"
-    write_json_atomic(json_path, {"model": model.describe() if hasattr(model, "describe") else None,
-                                  "num_landmarks": int(points.shape[1]), "coordinates": "0-based pixels (x, y)",
-                                  "images": records})
-    coco_path = out_dir / "landmarks.coco.json"
-    write_json_atomic(coco_path, landmarks_coco(records, names, int(points.shape[1])))
-    overview = str(landmark_figure(arrays, points, out_dir / "overview.png")) if draw else None
-    return {"json": str(json_path), "coco": str(coco_path), "images": pictures, "overview": overview}
-
-
-def landmarks_coco(records: list[dict], names: list[str], count: int) -> dict:
-    """COCO keypoints of detected landmarks: one image and one annotation per record (``export_landmarks``)."""
-    from ..formats import box_and_area, coco_keypoints
-
-    images, annotations = [], []
-    for index, (record, name) in enumerate(zip(records, names), start=1):
-        points = np.asarray(record["points"], dtype=np.float64).reshape(-1, 2)
-        images.append({"id": index, "file_name": Path(record["image"]).name if record["image"] else f"{name}.png",
-                       "height": record["shape"][0], "width": record["shape"][1]})
-        annotations.append({"id": index, "image_id": index, "category_id": 1, "iscrowd": 0,
-                            "keypoints": coco_keypoints(points, np.full(len(points), 2.0), np.ones(len(points), bool)),
-                            "num_keypoints": len(points), **box_and_area(points)})
-    return {"info": {"description": "landmarks detected by corrmark landmarks"}, "images": images,
-            "annotations": annotations,
-            "categories": [{"id": 1, "name": "landmarks", "supercategory": "landmarks",
-                            "keypoints": [f"landmark{k}" for k in range(count)], "skeleton": []}]}

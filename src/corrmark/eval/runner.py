@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import platform
 import time
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from ..models.base import Matcher
+from ..provenance import machine_info
 from .pck import PCKAccumulator, PCKProtocol, evaluation_side
 
 
@@ -50,11 +49,6 @@ def evaluate_matcher(matcher: Matcher, dataset, protocol: PCKProtocol, limit: in
         "machine": machine_info(),
     })
     return result
-
-
-def machine_info() -> dict:
-    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu_threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()}
 
 
 def format_pck_table(result: dict) -> str:

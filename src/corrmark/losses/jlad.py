@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..ops import offset_correlation, pixel_to_normalized, resize_mapping, warp_backward, window_offsets
+from ..ops import (local_correlation, offset_correlation, pixel_to_normalized, resize_mapping, warp_backward,
+                   window_offsets)
 
 #: margin ``c`` of eq. (9) for K = 10, 15, 30 landmarks (paper Sec. 4.1), in normalised coordinates
 PAPER_MARGINS = {10: 0.05, 15: 0.03, 30: 0.02}
@@ -70,11 +71,9 @@ def alignment_probabilities(features_s: torch.Tensor, features_t: torch.Tensor, 
         ``j = i``), and ``valid`` ``(B, h, w)``: ``tau`` points inside the target grid.
     """
     warped, valid = warp_backward(features_t, tau, mode="bilinear", padding_mode="border")  # tau o F^t on source grid
-    from ..models.jlad import windowed_correlation  # same values as ops.offset_correlation, much faster backward
-
     offsets = window_offsets(radius)
-    scores = windowed_correlation(features_s, warped, radius, normalize_window=False,
-                                  normalize_features=False) / temperature
+    raw_scores = local_correlation(features_s, warped, radius, normalize_window=False, normalize_features=False)
+    scores = raw_scores / temperature
     ones = torch.ones_like(features_s[:1, :1])
     inside = offset_correlation(ones, ones, offsets, normalize=False) > 0.5  # window cell on the map
     scores = scores.masked_fill(~inside, float("-inf"))

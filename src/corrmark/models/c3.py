@@ -33,8 +33,9 @@ from torch import nn
 
 from ..device import resolve_device
 from ..errors import CheckpointError, CorrmarkError, UnknownNameError
-from ..ops import correlation_4d, l2_normalize, normalized_to_pixel, pixel_to_normalized, render_gaussians
-from ..ops.soft_argmax import soft_argmax_4d
+from ..ops import (correlation_4d, l2_normalize, normalized_to_pixel, pixel_to_normalized, render_gaussians,
+                   soft_argmax_4d, spatial_expectation, spatial_softmax)
+from ..preprocess import Preprocess
 from .base import LandmarkModel, config_from_dict
 
 
@@ -121,19 +122,6 @@ class PoseEncoder(nn.Module):
             skip = skips[2 - offset]
             x = block(torch.cat([upsample(x, tuple(skip.shape[-2:])), skip], dim=1))
         return self.head(x)
-
-
-def spatial_softmax(scores: torch.Tensor) -> torch.Tensor:
-    """``(B, K, h, w)`` scores -> probabilities summing to one over every map."""
-    return torch.softmax(scores.flatten(2), dim=-1).reshape(scores.shape)
-
-
-def expected_points(psi: torch.Tensor) -> torch.Tensor:
-    """Soft argmax: the expected ``(x, y)`` of each map of ``psi`` ``(B, K, h, w)`` in normalised coordinates."""
-    height, width = psi.shape[-2:]
-    xs = (2 * torch.arange(width, device=psi.device, dtype=psi.dtype) + 1) / width - 1
-    ys = (2 * torch.arange(height, device=psi.device, dtype=psi.dtype) + 1) / height - 1
-    return torch.stack([(psi.sum(-2) * xs).sum(-1), (psi.sum(-1) * ys).sum(-1)], dim=-1)
 
 
 # --- appearance and generator ---------------------------------------------------------------------------------------
@@ -244,7 +232,7 @@ class C3Net(nn.Module):
         """``scores`` and ``psi`` ``(B, K, h, w)``, ``points`` ``(B, K, 2)`` normalised ``[-1, 1]`` ``(x, y)``."""
         scores = self.pose(images)
         psi = spatial_softmax(scores)
-        return {"scores": scores, "psi": psi, "points": expected_points(psi)}
+        return {"scores": scores, "psi": psi, "points": spatial_expectation(psi, coordinates="normalized")}
 
     def describe_appearance(self, images: torch.Tensor, detection: dict) -> dict:
         """Part and background vectors of ``images``, pooled under their own ``detection``."""
@@ -278,13 +266,6 @@ class C3Net(nn.Module):
 # --- LandmarkModel wrapper ------------------------------------------------------------------------------------------
 
 
-def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
-    """``(B, 3, H, W)`` -> ``(B, 3, size, size)``, antialiased bilinear (the training images were resized alike)."""
-    if tuple(images.shape[-2:]) == (size, size):
-        return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
-
-
 class C3LandmarkModel(LandmarkModel):
     """A trained C3 pose encoder as a LandmarkModel: images are resized to the square input; landmarks come back in
     pixels of the images as given (normalised coordinates scale with the image, so non-square inputs work)."""
@@ -295,6 +276,7 @@ class C3LandmarkModel(LandmarkModel):
         self.device = resolve_device(device)
         self.net = net.to(self.device).eval()
         self.config = net.config
+        self.preprocess = Preprocess(net.config.image_size)  # the training images were resized alike
         self.num_landmarks = net.config.num_landmarks
         self.checkpoint = checkpoint
 
@@ -307,7 +289,7 @@ class C3LandmarkModel(LandmarkModel):
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise CorrmarkError(f"detect expects images of shape (B, 3, H, W) in [0, 1], got {shape}")
-        square = resize_square(images.to(self.device).float(), self.config.image_size)
+        square = self.preprocess.resize_batch(images.to(self.device).float())
         detection = self.net.detect(square)
         points = normalized_to_pixel(detection["points"], tuple(images.shape[-2:]))
         return detection["psi"], points
@@ -319,9 +301,8 @@ class C3LandmarkModel(LandmarkModel):
         all ``(B, 3, S, S)`` at the network size, plus ``points_a`` / ``points_b`` normalised."""
         from ..losses.c3 import swap_twice
 
-        size = self.config.image_size
-        a = resize_square(images_a.to(self.device).float(), size)
-        b = resize_square(images_b.to(self.device).float(), size)
+        a = self.preprocess.resize_batch(images_a.to(self.device).float())
+        b = self.preprocess.resize_batch(images_b.to(self.device).float())
         code_a, code_b = self.net.encode(a), self.net.encode(b)
         swapped = swap_twice(code_a, code_b, self.net.encode, self.net.generate)
         return {"a": a, "b": b, "ab": swapped["ab"], "ba": swapped["ba"], "a_cycled": swapped["a_cycled"],

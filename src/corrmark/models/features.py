@@ -5,59 +5,12 @@ Shared by the zero-shot matcher and by trained methods that start from frozen fe
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..backbones import build_backbone
 from ..errors import CorrmarkError
-
-
-@dataclass(frozen=True)
-class PreparedImage:
-    """An image resized for a network, and what is needed to map its grid back to the original pixels."""
-
-    tensor: torch.Tensor  # (1, 3, h, w) in [0, 1]
-    original_hw: tuple[int, int]
-
-
-MAX_ASPECT_SIDE = 4  # keep_aspect: the longer side stays within 4 x image_size
-ASPECT_RULES = ("area", "long-side")
-
-
-def prepare_image(image: np.ndarray, image_size: int, multiple: int, keep_aspect: bool, device,
-                  aspect_rule: str = "area") -> PreparedImage:
-    """Resize to an ``image_size`` square, or with ``keep_aspect`` at the image's aspect ratio: ``aspect_rule="area"``
-    gives it the area of the square, each side rounded up to ``multiple`` (never fewer cells than the square, unless
-    the longer side would pass ``MAX_ASPECT_SIDE * image_size``); ``"long-side"`` makes the longer side
-    ``image_size`` (the rule before 0.2: a non-square image gets fewer cells). Sides are multiples of ``multiple``."""
-    height, width = image.shape[:2]
-    if keep_aspect and aspect_rule == "area":
-        # capped so a 1 x 5000 strip does not become a huge input: only past 16:1 get fewer cells than the square
-        scale = min(image_size / math.sqrt(height * width), MAX_ASPECT_SIDE * image_size / max(height, width))
-        new_h, new_w = _ceil_to(height * scale, multiple), _ceil_to(width * scale, multiple)
-    elif keep_aspect and aspect_rule == "long-side":
-        scale = image_size / max(height, width)
-        new_h, new_w = _round_to(height * scale, multiple), _round_to(width * scale, multiple)
-    elif keep_aspect:
-        raise CorrmarkError(f"aspect_rule must be one of {', '.join(ASPECT_RULES)}, got {aspect_rule!r}")
-    else:
-        new_h = new_w = _round_to(image_size, multiple)
-    tensor = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float() / 255.0
-    # antialias keeps downsampled features stable; bilinear matches what the backbones were trained on
-    tensor = F.interpolate(tensor, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
-    return PreparedImage(tensor.clamp_(0, 1), (height, width))
-
-
-def _round_to(value: float, multiple: int) -> int:
-    return max(multiple, int(round(value / multiple)) * multiple)
-
-
-def _ceil_to(value: float, multiple: int) -> int:
-    return max(multiple, math.ceil(round(value / multiple, 6)) * multiple)  # round(): 336.0000001 stays 336
 
 
 class DescriptorExtractor(torch.nn.Module):

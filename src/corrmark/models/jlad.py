@@ -4,15 +4,13 @@ The three sub-networks of the paper's Fig. 3, on top of a frozen backbone (docs/
 
 - **W_F** (feature extraction): frozen backbone features (default DINOv2-S block 8, stride 14) scaled to unit RMS per
   channel, then trainable layers (1x1 conv, ReLU, 3x3 conv), L2-normalised along channels.
-- **similarity, eq. (3)**: ``C^st = local_correlation(F^s, F^t, r)`` (cross, on the source grid, channel ``d`` =
-  displacement ``window_offsets(r)[d]``), ``C^ss``, ``C^tt`` = ``dense_self_similarity(F, r)``; each normalised over
-  the window (radius ``r = 5`` cells by default). Computed by :func:`windowed_correlation`, which gives the same
-  values as those ``ops`` functions (tested) from one all-pairs product, about 10x faster with gradients on 16 x 16
-  grids.
+- **similarity, eq. (3)**: ``C^st = ops.local_correlation(F^s, F^t, r)`` (cross, on the source grid, channel ``d``
+  = displacement ``window_offsets(r)[d]``), ``C^ss``, ``C^tt`` = ``ops.dense_self_similarity(F, r)``; each normalised
+  over the window (radius ``r = 5`` cells by default).
 - **W_A** (alignment module): an encoder-decoder on ``C^st`` -> a locally varying transformation field ``tau``: for
   every source cell, the ``(x, y)`` target grid coordinates it corresponds to. ``tau = identity + d_soft + delta``,
-  where ``d_soft`` is the parameter-free soft argmax of ``C^st`` over the window (a starting estimate) and ``delta``
-  the decoder's output (``residual_soft_argmax: false`` drops ``d_soft``).
+  where ``d_soft`` is the parameter-free soft argmax of ``C^st`` over the window (``ops.local_correlation_soft_argmax``,
+  a starting estimate) and ``delta`` the decoder's output (``residual_soft_argmax: false`` drops ``d_soft``).
 - **W_C** (uncertainty module): convolutions on ``C^st`` -> ``log sigma`` (log-variance, so ``1 / sigma`` is safe).
 - **W_D** (landmark detector): a decoder on ``[F, C^ss]`` (``self_similarity: false`` drops ``C^ss``, the "wo/SS"
   ablation) upsampling ``upsample`` times -> ``K + 1`` score maps (K landmarks + background), softmax over channels
@@ -28,9 +26,7 @@ checkpoint. ``JLADMatcher`` is the Matcher (alignment side), ``JLADLandmarks`` t
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -38,11 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cache import DescriptorCache
 from ..device import resolve_device
 from ..errors import CheckpointError, CorrmarkError, UnknownNameError
 from ..io import ImageLike, read_image
-from ..ops import (grid_stride, grid_to_pixel, l2_normalize, pixel_grid, pixel_to_normalized, resize_mapping,
-                   window_offsets)
+from ..ops import (dense_self_similarity, grid_stride, grid_to_pixel, l2_normalize, local_correlation,
+                   local_correlation_soft_argmax, pixel_grid, pixel_to_normalized, resize_mapping, spatial_expectation)
+from ..preprocess import Preprocess
 from .base import LandmarkModel, Matcher, config_from_dict
 
 
@@ -104,7 +102,8 @@ class FrozenFeatures(nn.Module):
                                              weights_files=weights_files).eval()
         self.size_multiple = self.extractor.size_multiple
         self.stride = self.extractor.stride
-        self.input_size = max(self.size_multiple, int(round(config.image_size / self.size_multiple)) * self.size_multiple)
+        self.preprocess = Preprocess(config.image_size, self.size_multiple)
+        self.input_size = self.preprocess.square_size
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -114,19 +113,6 @@ class FrozenFeatures(nn.Module):
     @property
     def channels(self) -> int:
         return sum(spec.channels for backbone in self.extractor.backbones for spec in backbone.feature_specs.values())
-
-
-def square_input(image: np.ndarray, size: int) -> torch.Tensor:
-    """``(H, W, 3)`` uint8 -> ``(1, 3, size, size)`` float in [0, 1] (antialiased bilinear)."""
-    tensor = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float() / 255.0
-    return resize_images(tensor, size)
-
-
-def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
-    """``(B, 3, H, W)`` -> ``(B, 3, size, size)`` (antialiased bilinear, clamped to [0, 1])."""
-    if tuple(images.shape[-2:]) == (size, size):
-        return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
 
 
 # --- the trainable sub-networks -------------------------------------------------------------------------------------
@@ -212,64 +198,6 @@ def landmark_probabilities(scores: torch.Tensor) -> torch.Tensor:
     return torch.softmax(scores, dim=1)[:, 1:]
 
 
-def expected_coordinates(psi: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Eq. (5): ``psi_hat^k = sum_i i psi_i^k / sum_i psi_i^k`` -> ``(B, K, 2)`` ``(x, y)`` grid coordinates."""
-    height, width = psi.shape[-2:]
-    mass = psi.sum(dim=(-2, -1)).clamp_min(eps)
-    xs = torch.arange(width, device=psi.device, dtype=psi.dtype)
-    ys = torch.arange(height, device=psi.device, dtype=psi.dtype)
-    x = (psi.sum(dim=-2) * xs).sum(dim=-1) / mass
-    y = (psi.sum(dim=-1) * ys).sum(dim=-1) / mass
-    return torch.stack([x, y], dim=-1)
-
-
-def _window_index(height: int, width: int, radius: int, device) -> torch.Tensor:
-    """``(D, h*w)`` flat index into ``h*w + 1`` of the window cell ``i + d`` of every cell ``i``; ``h*w`` (a zero
-    column) where that cell lies outside the map."""
-    offsets = torch.tensor(window_offsets(radius), device=device)  # (D, 2) dy, dx
-    ys = torch.arange(height, device=device).repeat_interleave(width)
-    xs = torch.arange(width, device=device).repeat(height)
-    rows = ys[None] + offsets[:, :1]
-    columns = xs[None] + offsets[:, 1:]
-    inside = (rows >= 0) & (rows < height) & (columns >= 0) & (columns < width)
-    return torch.where(inside, rows * width + columns, torch.full_like(rows, height * width))
-
-
-def windowed_correlation(features_a: torch.Tensor, features_b: torch.Tensor, radius: int,
-                         normalize_window: bool = True, eps: float = 1e-6, normalize_features: bool = True
-                         ) -> torch.Tensor:
-    """Same values as ``ops.local_correlation`` (eq. 3: L2-normalised features, zero padding, window normalisation,
-    row-major ``(dy, dx)`` channels), computed as one all-pairs product and a gather.
-
-    Much faster than the per-offset loop (forward and backward) on the small grids JLAD uses (``h*w`` up to a few
-    hundred cells); memory is ``B (h w)^2``. ``normalize_features=False`` skips the L2 normalisation of the inputs
-    (then equal to ``ops.offset_correlation(a, b, window_offsets(r), normalize=False)`` with ``normalize_window=False``).
-    """
-    a, b = features_a, features_b
-    if normalize_features:
-        a, b = l2_normalize(a, dim=1), l2_normalize(b, dim=1)
-    batch, _, height, width = a.shape
-    full = torch.bmm(a.flatten(2).transpose(1, 2), b.flatten(2))  # (B, hw_a, hw_b)
-    full = torch.cat([full, full.new_zeros(batch, height * width, 1)], dim=2)
-    index = _window_index(height, width, radius, a.device)  # (D, hw)
-    gathered = torch.gather(full, 2, index.t()[None].expand(batch, -1, -1))  # (B, hw, D)
-    correlation = gathered.transpose(1, 2).reshape(batch, -1, height, width)
-    if not normalize_window:
-        return correlation
-    squared = correlation.pow(2).sum(dim=1, keepdim=True)
-    floor = max(eps * eps, torch.finfo(squared.dtype).tiny)
-    return correlation / squared.clamp_min(floor).sqrt()
-
-
-def window_soft_argmax(correlation: torch.Tensor, radius: int, beta: float) -> torch.Tensor:
-    """Expected displacement ``(dx, dy)`` ``(B, 2, h, w)`` under ``softmax_d(beta * C_d)`` over the window channels."""
-    offsets = torch.tensor(window_offsets(radius), dtype=correlation.dtype, device=correlation.device)  # (D, 2) dy, dx
-    weights = torch.softmax(beta * correlation, dim=1)  # (B, D, h, w)
-    dy = torch.einsum("bdhw,d->bhw", weights, offsets[:, 0])
-    dx = torch.einsum("bdhw,d->bhw", weights, offsets[:, 1])
-    return torch.stack([dx, dy], dim=1)
-
-
 class JLADNet(nn.Module):
     """The trainable part of JLAD: ``W_F`` (trainable layers), ``W_A``, ``W_C``, ``W_D``.
 
@@ -299,7 +227,7 @@ class JLADNet(nn.Module):
 
     def cross_similarity(self, features_s: torch.Tensor, features_t: torch.Tensor) -> torch.Tensor:
         """Eq. (3) ``C^st`` ``(B, (2r+1)^2, h, w)`` on the source grid."""
-        return windowed_correlation(features_s, features_t, self.config.radius)
+        return local_correlation(features_s, features_t, self.config.radius)
 
     def align(self, features_s: torch.Tensor, features_t: torch.Tensor) -> dict:
         """W_A and W_C: ``tau`` ``(B, h, w, 2)`` target grid ``(x, y)`` of every source cell, ``log_sigma``
@@ -308,7 +236,7 @@ class JLADNet(nn.Module):
         inputs = correlation
         base = None
         if self.config.residual_soft_argmax:
-            base = window_soft_argmax(correlation, self.config.radius, self.config.soft_argmax_beta)
+            base = local_correlation_soft_argmax(correlation, self.config.radius, self.config.soft_argmax_beta)
             inputs = torch.cat([correlation, base / self.config.radius], dim=1)
         offsets = self.alignment(inputs)
         if base is not None:
@@ -327,10 +255,10 @@ class JLADNet(nn.Module):
         heatmap-grid ``(x, y)``, ``points_normalized`` ``(B, K, 2)`` in ``[-1, 1]``."""
         inputs = features
         if self.config.self_similarity:
-            inputs = torch.cat([features, windowed_correlation(features, features, self.config.radius)], dim=1)
+            inputs = torch.cat([features, dense_self_similarity(features, self.config.radius)], dim=1)
         scores = self.detector(inputs)
         psi = landmark_probabilities(scores)
-        points = expected_coordinates(psi)
+        points = spatial_expectation(psi, normalize_mass=True)  # eq. (5): psi lacks the background's mass
         return {"scores": scores, "psi": psi, "points": points,
                 "points_normalized": pixel_to_normalized(points, tuple(psi.shape[-2:]))}
 
@@ -366,9 +294,9 @@ class JLADRuntime:
 
             check_state_keys(self.net, state, source=f"JLAD checkpoint {checkpoint or ''}".strip())
             self.net.load_state_dict(state, strict=True)
+        self.preprocess = self.frozen.preprocess
         self.input_size = self.frozen.input_size
-        self._cache: OrderedDict = OrderedDict()
-        self.cache_size = 32
+        self._cache = DescriptorCache(32)
 
     def describe(self) -> dict:
         return {**self.config.to_dict(), "input_size": self.input_size,
@@ -377,19 +305,12 @@ class JLADRuntime:
     @torch.no_grad()
     def features_of(self, images: torch.Tensor) -> torch.Tensor:
         """``F`` of a batch ``(B, 3, H, W)`` in [0, 1] (resized to the square input)."""
-        square = resize_images(images.to(self.device).float(), self.input_size)
+        square = self.preprocess.resize_batch(images.to(self.device).float())
         return self.net.features(self.frozen(square))
 
     def features_of_image(self, image: np.ndarray) -> torch.Tensor:
-        key = (hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest(), image.shape)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        features = self.features_of(square_input(image, self.input_size))
-        self._cache[key] = features
-        if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return features
+        """``F`` ``(1, C, h, w)`` of an ``(H, W, 3)`` uint8 image, cached by content."""
+        return self._cache.get_or_compute(image, lambda: self.features_of(self.preprocess.to_input(image)))
 
 
 class JLADMatcher(Matcher):

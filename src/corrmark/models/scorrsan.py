@@ -22,8 +22,6 @@ docs/CONVENTIONS.md); the Matcher converts to and from original image pixels.
 
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -31,11 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cache import DescriptorCache
 from ..device import resolve_device
 from ..errors import CheckpointError, CorrmarkError, UnknownNameError
 from ..io import ImageLike, check_keypoints, read_image
 from ..ops import (correlation_4d, grid_to_pixel, kernel_soft_argmax, l2_normalize, mutual_nn_filter, pixel_to_grid,
-                   resize_mapping, sample_field, soft_argmax_4d, sparse_self_similarity)
+                   resize_mapping, sample_field, soft_argmax_4d, soft_argmax_around_peak, sparse_self_similarity)
+from ..preprocess import Preprocess
 from .base import Matcher, config_from_dict
 
 
@@ -124,8 +124,8 @@ class ScorrsanHead(nn.Module):
             matched = kernel_soft_argmax(volume, beta=self.config.beta, sigma=self.config.sigma * factor,
                                          normalize=self.config.normalize_scores)
         elif self.config.argmax == "window":
-            matched = window_soft_argmax(rows, self.config.beta, self.config.sigma * factor,
-                                         self.config.normalize_scores)[:, :, None]
+            matched = soft_argmax_around_peak(rows, self.config.beta, self.config.sigma * factor,
+                                              self.config.normalize_scores)[:, :, None]
         else:
             scores = volume
             if self.config.normalize_scores:
@@ -139,36 +139,6 @@ class ScorrsanHead(nn.Module):
         ``(B, N, 2)`` matching reference pixels (the target-to-source flow read at the queries)."""
         correlation = self.correlate(self.describe_features(query_features), self.describe_features(reference_features))
         return self.match_rows(correlation, queries_px)
-
-
-def window_soft_argmax(rows: torch.Tensor, beta: float, sigma: float, normalize: bool = False) -> torch.Tensor:
-    """Soft argmax inside a Gaussian window around the hard argmax: ``p ~ k * exp(beta * c)``.
-
-    The SFNet form ``softmax(beta * k * c)`` gives every cell far from the peak the weight ``exp(0) = 1``; on a
-    64 x 64 fine grid those thousands of cells pull weak matches towards the image centre. Multiplying the
-    probabilities by the window (adding ``log k`` to the logits) keeps the expectation local. The argmax carries no
-    gradient.
-
-    Args:
-        rows: ``(B, N, H, W)`` scores. Returns ``(B, N, 2)`` ``(x, y)`` grid coordinates.
-    """
-    from ..ops import correlation_argmax
-
-    scores = rows
-    if normalize:
-        scores = l2_normalize(rows.flatten(2), dim=2).reshape(rows.shape)
-    height, width = rows.shape[-2:]
-    with torch.no_grad():
-        peaks, _ = correlation_argmax(rows.detach().unsqueeze(2))
-        xs = torch.arange(width, dtype=rows.dtype, device=rows.device)
-        ys = torch.arange(height, dtype=rows.dtype, device=rows.device)
-        log_window = -((xs - peaks[:, :, 0, 0:1]) ** 2)[..., None, :] - ((ys - peaks[:, :, 0, 1:2]) ** 2)[..., :, None]
-        log_window = log_window / (2.0 * sigma**2)
-    logits = (beta * scores + log_window).flatten(2)
-    probabilities = torch.softmax(logits, dim=-1).reshape(rows.shape)
-    xs = torch.arange(width, dtype=rows.dtype, device=rows.device)
-    ys = torch.arange(height, dtype=rows.dtype, device=rows.device)
-    return torch.stack([(probabilities.sum(-2) * xs).sum(-1), (probabilities.sum(-1) * ys).sum(-1)], dim=-1)
 
 
 class MutualHeads(nn.Module):
@@ -252,13 +222,13 @@ class ScorrsanMatcher(Matcher):
         self.selected_head = head
         specs = parse_backbone_spec(self.config.backbone, self.config.layers)
         self.extractor = DescriptorExtractor(specs, device=self.device, weights_files=weights_files).eval()
-        self.size = square_size(self.config.image_size, self.extractor.size_multiple)
+        self.preprocess = Preprocess(self.config.image_size, self.extractor.size_multiple)
+        self.size = self.preprocess.square_size
         if abs(self.extractor.stride - self.head.stride) > 1e-6:
             raise CheckpointError(f"checkpoint stride {self.head.stride} does not match the descriptor's "
                                   f"{self.extractor.stride}")
         self.chunk = int(chunk)
-        self._cache: OrderedDict = OrderedDict()
-        self.cache_size = 64
+        self._cache = DescriptorCache(64)
 
     def describe(self) -> dict:
         return {"name": self.name, "checkpoint": self.checkpoint, "head": self.selected_head, **asdict(self.config)}
@@ -268,7 +238,7 @@ class ScorrsanMatcher(Matcher):
         queries = fine_grid_pixels(self.size, self.head.stride, self.config.upsample, self.device)
         matched = self._match(target_image, source_image, queries)  # (n*n, 2) source input pixels
         cells = int(round(len(queries) ** 0.5))
-        mapping = input_to_original(matched, source_image.shape[:2], self.size).reshape(1, cells, cells, 2)
+        mapping = self.preprocess.to_original(matched, source_image.shape[:2]).reshape(1, cells, cells, 2)
         # the fine grid tiles the square input, so resizing it to (H_t, W_t) is the square resize undone
         return resize_mapping(mapping, tuple(target_image.shape[:2]))[0].cpu().numpy().astype(np.float64)
 
@@ -277,10 +247,10 @@ class ScorrsanMatcher(Matcher):
         points = check_keypoints(points, source_image.shape[:2], name="source keypoints")
         if len(points) == 0:
             return np.zeros((0, 2))
-        queries = original_to_input(torch.as_tensor(points, dtype=torch.float32, device=self.device),
-                                    source_image.shape[:2], self.size)
+        queries = self.preprocess.to_working(torch.as_tensor(points, dtype=torch.float32, device=self.device),
+                                             source_image.shape[:2])
         matched = self._match(source_image, target_image, queries)
-        return input_to_original(matched, target_image.shape[:2], self.size).cpu().numpy().astype(np.float64)
+        return self.preprocess.to_original(matched, target_image.shape[:2]).cpu().numpy().astype(np.float64)
 
     @torch.no_grad()
     def _match(self, query_image: np.ndarray, reference_image: np.ndarray, queries_px: torch.Tensor) -> torch.Tensor:
@@ -290,40 +260,13 @@ class ScorrsanMatcher(Matcher):
         return torch.cat(parts)
 
     def _describe(self, image: np.ndarray) -> torch.Tensor:
-        key = (hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest(), image.shape)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        tensor = square_tensor(image, self.size).to(self.device)
-        with torch.no_grad():
-            described = self.head.describe_features(self.extractor(tensor))
-        self._cache[key] = described
-        if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return described
+        """Context-aware descriptors ``(1, channels, h, w)`` of an ``(H, W, 3)`` uint8 image, cached by content."""
+        return self._cache.get_or_compute(image, lambda: self._describe_uncached(image))
 
-
-def square_size(image_size: int, multiple: int) -> int:
-    return max(multiple, int(round(image_size / multiple)) * multiple)
-
-
-def square_tensor(image: np.ndarray, size: int) -> torch.Tensor:
-    """``(H, W, 3)`` uint8 -> ``(1, 3, size, size)`` in [0, 1] (antialiased bilinear, as the feature banks)."""
-    tensor = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float() / 255.0
-    return F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
-
-
-def original_to_input(points: torch.Tensor, shape_hw, size: int) -> torch.Tensor:
-    """Original-image pixels -> square-input pixels (cell-centre convention on both)."""
-    height, width = shape_hw
-    scale = torch.tensor([size / width, size / height], dtype=points.dtype, device=points.device)
-    return (points + 0.5) * scale - 0.5
-
-
-def input_to_original(points: torch.Tensor, shape_hw, size: int) -> torch.Tensor:
-    height, width = shape_hw
-    scale = torch.tensor([width / size, height / size], dtype=points.dtype, device=points.device)
-    return (points + 0.5) * scale - 0.5
+    @torch.no_grad()
+    def _describe_uncached(self, image: np.ndarray) -> torch.Tensor:
+        tensor = self.preprocess.to_input(image).to(self.device)  # resized on the CPU, as the feature banks were
+        return self.head.describe_features(self.extractor(tensor))
 
 
 def load_scorrsan(checkpoint, device="cpu", **options) -> ScorrsanMatcher:

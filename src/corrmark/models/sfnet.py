@@ -19,7 +19,6 @@ the config stored in the checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
@@ -30,13 +29,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import build_backbone
+from ..cache import DescriptorCache
 from ..device import resolve_device
 from ..errors import CheckpointError, CorrmarkError, UnknownNameError
 from ..io import ImageLike, read_image
 from ..ops import (correlation_4d, correlation_argmax, kernel_soft_argmax, l2_normalize, mutual_nn_filter,
                    resize_mapping, soft_argmax_4d)
+from ..preprocess import Preprocess
 from .base import Matcher, config_from_dict
-from .features import prepare_image
 
 DEFAULT_LEVELS = [["dinov2_vits14:8", "efficientnet_lite0:3"], ["efficientnet_lite0:4"]]
 ARGMAX_MODES = ("kernel", "soft", "hard")
@@ -234,10 +234,9 @@ class SFNetMatcher(Matcher):
 
             check_state_keys(self.head, head_state, source=f"SFNet checkpoint {checkpoint or ''}".strip())
             self.head.load_state_dict(head_state, strict=True)
-        self.input_size = max(self.features.size_multiple,
-                              int(round(self.config.image_size / self.features.size_multiple)) * self.features.size_multiple)
-        self.cache_size = 64
-        self._cache: OrderedDict = OrderedDict()
+        self.preprocess = Preprocess(self.config.image_size, self.features.size_multiple)
+        self.input_size = self.preprocess.square_size
+        self._cache = DescriptorCache(64)
 
     def describe(self) -> dict:
         return {"name": self.name, **self.config.to_dict(), "input_size": self.input_size,
@@ -245,22 +244,14 @@ class SFNetMatcher(Matcher):
 
     def _described(self, image: np.ndarray) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
         """(adapted levels, frozen levels or None): normalised, on the first level's grid; the frozen ones are kept
-        only when the fallback needs them."""
-        key = (hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest(), image.shape)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        if not image.flags.writeable:
-            image = image.copy()  # torch.from_numpy warns on read-only arrays (e.g. from PIL)
-        prepared = prepare_image(image, self.input_size, self.features.size_multiple, False, self.device)
-        with torch.no_grad():
-            levels = self.features(prepared.tensor)
-            frozen = self.head.adapt(levels, frozen=True) if self.config.fallback > 0 else None
-            described = (self.head.adapt(levels), frozen)
-        self._cache[key] = described
-        if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return described
+        only when the fallback needs them. Cached by image content."""
+        return self._cache.get_or_compute(image, lambda: self._describe_uncached(image))
+
+    @torch.no_grad()
+    def _describe_uncached(self, image: np.ndarray) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        levels = self.features(self.preprocess.to_input(image, device=self.device))
+        frozen = self.head.adapt(levels, frozen=True) if self.config.fallback > 0 else None
+        return self.head.adapt(levels), frozen
 
     def _adapted(self, image: np.ndarray) -> list[torch.Tensor]:
         return self._described(image)[0]

@@ -9,20 +9,20 @@ soft argmax inside it, for sub-cell precision) -> coordinates mapped back to the
 
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
+from ..cache import DescriptorCache
 from ..device import resolve_device
 from ..errors import CorrmarkError, UnknownNameError
 from ..io import ImageLike, check_keypoints, read_image
 from ..ops import (correlation_4d, grid_stride, grid_to_pixel, kernel_soft_argmax, mutual_nn_filter, pixel_to_grid,
                    resize_mapping, sample_field)
+from ..preprocess import ASPECT_RULES, Preprocess
 from .base import Matcher
-from .features import ASPECT_RULES, DescriptorExtractor, parse_backbone_spec, prepare_image
+from .features import DescriptorExtractor, parse_backbone_spec
 
 
 @dataclass
@@ -77,8 +77,7 @@ class NearestNeighbourMatcher(Matcher):
         self.device = resolve_device(device)
         specs = parse_backbone_spec(self.config.backbone, self.config.layers)
         self.extractor = DescriptorExtractor(specs, device=self.device, weights_files=weights_files).eval()
-        self.cache_size = 64  # images whose descriptors are kept (about 0.4-2 MB each)
-        self._cache: OrderedDict = OrderedDict()
+        self._cache = DescriptorCache(64)  # images whose descriptors are kept (about 0.4-2 MB each)
 
     def describe(self) -> dict:
         return {"name": self.name, **asdict(self.config)}
@@ -99,10 +98,10 @@ class NearestNeighbourMatcher(Matcher):
         if len(points) == 0:
             return np.zeros((0, 2)), np.zeros(0)
         with torch.no_grad():
-            source_prep, source_features = self._describe(source_image)
+            source_features = self._describe(source_image)
             correlation, flipped = self._correlate(source_features, target_image)
             query_grid = pixel_to_grid(torch.as_tensor(points, dtype=torch.float32, device=self.device),
-                                       grid_stride(source_prep.original_hw, source_features.shape[-2:]))
+                                       grid_stride(source_image.shape[:2], source_features.shape[-2:]))
             rows = _sample_source_rows(correlation, query_grid)  # (N, h_t, w_t)
             matched, score = self._soft_argmax(rows)
             target_hw = target_image.shape[:2]
@@ -113,27 +112,24 @@ class NearestNeighbourMatcher(Matcher):
         return matched, score.cpu().numpy()
 
     # --- internals ---------------------------------------------------------------------------------------------
-    def _describe(self, image: np.ndarray):
-        """Descriptors of an image, cached by content: benchmarks and folders reuse each image in many pairs."""
-        key = (hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest(), image.shape)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        prepared = prepare_image(image, self.config.image_size, self.extractor.size_multiple,
-                                 self.config.keep_aspect, self.device, self.config.aspect_rule)
-        described = (prepared, self.extractor(prepared.tensor))
-        self._cache[key] = described
-        if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return described
+    def _describe(self, image: np.ndarray) -> torch.Tensor:
+        """Descriptors ``(1, C, h, w)`` of an image, cached by content: benchmarks and folders reuse each image in
+        many pairs."""
+        return self._cache.get_or_compute(image, lambda: self._describe_uncached(image))
+
+    def _describe_uncached(self, image: np.ndarray) -> torch.Tensor:
+        # built from the config at each call: its options may be changed after construction
+        preprocess = Preprocess(self.config.image_size, self.extractor.size_multiple, self.config.keep_aspect,
+                                self.config.aspect_rule)
+        return self.extractor(preprocess.to_input(image, device=self.device))
 
     def _correlate(self, source_features: torch.Tensor, target_image: np.ndarray):
         """(h_s, w_s, h_t, w_t) correlation with the target, or with its mirror image when that agrees better."""
-        _, target_features = self._describe(target_image)
+        target_features = self._describe(target_image)
         correlation = self._filtered(correlation_4d(source_features, target_features)[0])
         if self.config.flip != "auto":
             return correlation, False
-        _, mirrored_features = self._describe(np.ascontiguousarray(target_image[:, ::-1]))
+        mirrored_features = self._describe(np.ascontiguousarray(target_image[:, ::-1]))
         mirrored = self._filtered(correlation_4d(source_features, mirrored_features)[0])
         if _mutual_agreement(mirrored) > _mutual_agreement(correlation):
             return mirrored, True
@@ -158,7 +154,7 @@ class NearestNeighbourMatcher(Matcher):
     def _grid_mapping(self, query_image: np.ndarray, reference_image: np.ndarray):
         """For every cell of the query image's grid, the matching (x, y) in reference-image original pixels."""
         with torch.no_grad():
-            query_prep, query_features = self._describe(query_image)
+            query_features = self._describe(query_image)
             correlation, flipped = self._correlate(query_features, reference_image)
             h_q, w_q, h_r, w_r = correlation.shape
             matched, score = self._soft_argmax(correlation.reshape(h_q * w_q, h_r, w_r))

@@ -25,8 +25,12 @@ from corrmark.ops.soft_argmax import (
     gaussian_kernel_at,
     kernel_matching_probabilities,
     kernel_soft_argmax,
+    local_correlation_soft_argmax,
     soft_argmax,
     soft_argmax_4d,
+    soft_argmax_around_peak,
+    spatial_expectation,
+    spatial_softmax,
 )
 from corrmark.ops.warp import (
     compose_mappings,
@@ -58,6 +62,7 @@ __all__ = [
     "kernel_soft_argmax",
     "l2_normalize",
     "local_correlation",
+    "local_correlation_soft_argmax",
     "mutual_nearest_neighbours",
     "mutual_nn_filter",
     "nearest_neighbours",
@@ -71,8 +76,11 @@ __all__ = [
     "sample_field",
     "soft_argmax",
     "soft_argmax_4d",
+    "soft_argmax_around_peak",
     "sparse_self_similarity",
     "sparse_self_similarity_offsets",
+    "spatial_expectation",
+    "spatial_softmax",
     "upsample_correlation",
     "warp_backward",
 ]

@@ -31,3 +31,11 @@ def check_same_batch_and_channels(a: torch.Tensor, b: torch.Tensor, name_a: str,
         raise ValueError(
             f"{name_a} {tuple(a.shape)} and {name_b} {tuple(b.shape)} must share batch size and channel count"
         )
+
+
+def check_min_ndim(tensor: torch.Tensor, ndim: int, name: str, layout: str) -> None:
+    """Raise ``ValueError`` unless ``tensor`` has ``ndim`` dims or more; ``layout`` names them: ``"(..., H, W)"``."""
+    if not isinstance(tensor, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor {layout}, got {type(tensor).__name__}")
+    if tensor.dim() < ndim:
+        raise ValueError(f"{name} must be {layout}, got shape {tuple(tensor.shape)}")

@@ -108,26 +108,57 @@ def local_correlation(
     radius: int,
     normalize_window: bool = True,
     eps: float = 1e-6,
+    normalize_features: bool = True,
 ) -> torch.Tensor:
     """Windowed correlation of JLAD eq. (3).
 
     ``C_i(j) = <F^A_i, F^B_j> / sqrt(sum_l <F^A_i, F^B_l>^2)`` with ``j, l`` in the ``(2r+1) x (2r+1)`` window of B
     centred on ``i``; features are L2-normalised first, cells outside B count as zero (zero padding).
 
+    Computed as one all-pairs product and a gather of every cell's window: much faster than one shifted product per
+    displacement (:func:`offset_correlation`), forward and backward, on the small grids it serves (up to a few hundred
+    cells), at the price of ``B * (H*W)**2`` scores of memory.
+
     Args:
         features_a, features_b: ``(B, C, H, W)`` each.
         radius: window radius ``r`` in cells (may exceed the map size).
         normalize_window: apply the denominator of eq. (3); otherwise return plain cosine similarities.
         eps: lower bound of the window norm (an all-zero window gives 0, not NaN).
+        normalize_features: L2-normalise the features first; ``False`` gives raw dot products (then, with
+            ``normalize_window=False``, equal to ``offset_correlation(a, b, window_offsets(r), normalize=False)``).
 
     Returns:
         ``(B, (2r+1)**2, H, W)``; channel order is row-major displacement ``(dy, dx)`` from ``(-r, -r)``, see
         :func:`window_offsets` (the centre, zero displacement, is channel ``(2r+1)**2 // 2``).
     """
-    correlation = offset_correlation(features_a, features_b, window_offsets(radius), normalize=True)
+    check_ndim(features_a, 4, "features_a", "(B, C, H, W)")
+    check_ndim(features_b, 4, "features_b", "(B, C, H, W)")
+    if features_a.shape != features_b.shape:
+        raise ValueError(
+            f"features_a {tuple(features_a.shape)} and features_b {tuple(features_b.shape)} must have the same shape"
+        )
+    window_index = _window_index(*features_a.shape[-2:], radius, features_a.device)  # validates radius
+    if normalize_features:
+        features_a, features_b = l2_normalize(features_a), l2_normalize(features_b)
+    batch, _, height, width = features_a.shape
+    all_pairs = torch.bmm(features_a.flatten(2).transpose(1, 2), features_b.flatten(2))  # (B, HW_a, HW_b)
+    # an extra zero column: window cells outside B gather it (zero padding)
+    all_pairs = torch.cat([all_pairs, all_pairs.new_zeros(batch, height * width, 1)], dim=2)
+    gathered = torch.gather(all_pairs, 2, window_index.t()[None].expand(batch, -1, -1))  # (B, HW_a, D)
+    correlation = gathered.transpose(1, 2).reshape(batch, -1, height, width)
     if not normalize_window:
         return correlation
     return correlation / _clamped_norm(correlation.pow(2).sum(dim=1, keepdim=True), eps)
+
+
+def _window_index(height: int, width: int, radius: int, device: torch.device) -> torch.Tensor:
+    """``(D, H*W)`` row-major flat index of the cell ``i + window_offsets(radius)[d]`` for every cell ``i``, or
+    ``H*W`` (one past the last cell) where that cell lies outside the ``(H, W)`` map."""
+    offsets = torch.tensor(window_offsets(radius), device=device)  # (D, 2) dy, dx
+    rows = torch.arange(height, device=device).repeat_interleave(width)[None] + offsets[:, :1]
+    columns = torch.arange(width, device=device).repeat(height)[None] + offsets[:, 1:]
+    inside = (rows >= 0) & (rows < height) & (columns >= 0) & (columns < width)
+    return torch.where(inside, rows * width + columns, torch.full_like(rows, height * width))
 
 
 def flat_index_to_xy(index: torch.Tensor, width: int, dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -65,8 +65,9 @@ from ..io import read_image
 from ..losses.c3 import (PerceptualDistance, ReconstructionDistance, cycle_loss, default_margin, detection_loss,
                          equivariance_loss, flow_equivariance_loss, flow_photometric_loss, flow_supervision_loss,
                          split_code, swap_twice)
-from ..models.c3 import C3Config, C3Net, resize_square
+from ..models.c3 import C3Config, C3Net
 from ..ops import pixel_to_normalized
+from ..preprocess import Preprocess
 from .runner import Experiment
 from .trainer import cosine_schedule
 
@@ -114,10 +115,11 @@ def collect_paths(sources: list[dict], data_seed: int) -> list[str]:
 def load_collection(paths: list[str], load_size: int, cache: bool = True, progress: bool = True) -> torch.Tensor:
     """``(N, 3, load_size, load_size)`` uint8: every image resized once (antialiased), or the cached tensor."""
     def build() -> dict:
+        preprocess = Preprocess(load_size)
         resized = torch.empty(len(paths), 3, load_size, load_size, dtype=torch.uint8)
         for index, image_path in enumerate(tqdm(paths, desc="c3 images", disable=not progress, unit="image")):
-            image = torch.from_numpy(read_image(image_path).copy()).permute(2, 0, 1)[None].float() / 255.0
-            resized[index] = (resize_square(image, load_size)[0] * 255).round().to(torch.uint8)
+            image = preprocess.to_input(read_image(image_path))
+            resized[index] = (image[0] * 255).round().to(torch.uint8)
         return {"images": resized, "paths": json.dumps(paths)}
 
     key = cache_key({"version": CACHE_VERSION, "size": int(load_size), "paths": paths})

@@ -61,7 +61,7 @@ from ..io import read_image
 from ..losses.jlad import (ALIGNMENT_STAGE_WEIGHTS, DETECTION_STAGE_WEIGHTS, default_margin, detection_loss,
                            equivariance_loss, joint_loss, normalized_mapping, probabilistic_alignment_loss,
                            synthetic_alignment_loss, total_loss)
-from ..models.jlad import FrozenFeatures, JLADConfig, JLADNet, square_input
+from ..models.jlad import FrozenFeatures, JLADConfig, JLADNet
 from ..ops import inside_map, resize_mapping
 from .runner import Experiment
 
@@ -197,7 +197,7 @@ def _extract_bank(model: JLADConfig, items: list[dict], views: int, warp_values:
     features, mappings = [None] * (len(items) * views), [None] * (len(items) * views)
     for start in tqdm(range(0, len(items), chunk), desc="jlad features", disable=not progress, unit="batch"):
         batch = items[start:start + chunk]
-        images = torch.cat([square_input(read_image(item["path"]), size) for item in batch])
+        images = torch.cat([frozen.preprocess.to_input(read_image(item["path"])) for item in batch])
         for view in range(views):
             if view == 0:
                 view_images = images

@@ -54,7 +54,8 @@ from ..data.keypoint_pairs import (FixedPairs, KeypointBank, RandomPairs, build_
 from ..errors import CorrmarkError, UnknownNameError
 from ..losses.scorrsan import (dilate_mask, keypoint_mask, mask_positions, pseudo_label_loss, selection_ratio,
                                sparse_flow_loss)
-from ..models.scorrsan import MutualHeads, ScorrsanConfig, ScorrsanHead, head_from_checkpoint, input_to_original
+from ..models.scorrsan import MutualHeads, ScorrsanConfig, ScorrsanHead, head_from_checkpoint
+from ..preprocess import resize_points
 from .runner import Experiment
 from .trainer import cosine_schedule
 
@@ -283,7 +284,7 @@ def predict_pairs(head: ScorrsanHead, bank: KeypointBank, pairs, batch_size: int
         predicted = head(bank.features[targets].float(), bank.features[sources].float(), queries)
         for row, (source_index, _) in enumerate(chosen):
             shape = tuple(int(v) for v in bank.shapes[source_index])
-            original = input_to_original(predicted[row], shape, bank.size).numpy().astype(np.float64)
+            original = resize_points(predicted[row], (bank.size, bank.size), shape).numpy().astype(np.float64)
             original[~torch.isfinite(bank.points[targets[row]]).all(-1).numpy()] = np.nan
             results.append(original)
     return results
@@ -291,7 +292,7 @@ def predict_pairs(head: ScorrsanHead, bank: KeypointBank, pairs, batch_size: int
 
 def original_points(bank: KeypointBank, image: int) -> np.ndarray:
     shape = tuple(int(v) for v in bank.shapes[image])
-    return input_to_original(bank.points[bank.rows([image])[0]].double(), shape, bank.size).numpy()
+    return resize_points(bank.points[bank.rows([image])[0]].double(), (bank.size, bank.size), shape).numpy()
 
 
 def evaluate_pairs(head: ScorrsanHead, bank: KeypointBank, pairs, alphas=(0.05, 0.1, 0.15), interocular=False,

@@ -44,6 +44,7 @@ from ..errors import CorrmarkError, UnknownNameError
 from ..io import read_image
 from ..losses.sfnet import sfnet_loss
 from ..models.sfnet import SFNetConfig, SFNetFeatures, SFNetHead
+from ..preprocess import Preprocess
 from .runner import Experiment
 from .trainer import cosine_schedule
 
@@ -147,8 +148,7 @@ def _extract_bank(model_config: SFNetConfig, items: list[dict], views: int, warp
                   key: str, device, weights_files, progress: bool) -> FeatureBank:
     features = SFNetFeatures(model_config.levels, device=device, weights_files=weights_files,
                              source_scaling=model_config.source_scaling).eval()
-    multiple = features.size_multiple
-    size = max(multiple, int(round(model_config.image_size / multiple)) * multiple)
+    preprocess = Preprocess(model_config.image_size, features.size_multiple)
     warp = SyntheticWarp(WarpConfig.from_dict(warp_values))
     saliency = None
     if any(item["masks"] == "saliency" for item in items):
@@ -166,8 +166,8 @@ def _extract_bank(model_config: SFNetConfig, items: list[dict], views: int, warp
         for item in batch_items:
             image = read_image(item["path"])
             mask = _load_mask(item, image, saliency)
-            images.append(_square(torch.from_numpy(image).permute(2, 0, 1).float() / 255.0, size))
-            masks.append(_square(torch.from_numpy(mask.astype(np.float32))[None], size))
+            images.append(preprocess.to_input(image)[0])
+            masks.append(preprocess.resize_batch(torch.from_numpy(mask.astype(np.float32))[None, None])[0])
         images, masks = torch.stack(images), torch.stack(masks)
         for view in range(views):
             if view == 0:
@@ -202,11 +202,6 @@ def _extract_bank(model_config: SFNetConfig, items: list[dict], views: int, warp
         {"images": count, "groups": group_names, "seconds": round(time.perf_counter() - started, 1), "key": key,
          "mean_mask_fraction": float(torch.cat(mask_parts).float().mean())},
     )
-
-
-def _square(tensor: torch.Tensor, size: int) -> torch.Tensor:
-    return F.interpolate(tensor[None], size=(size, size), mode="bilinear", align_corners=False,
-                         antialias=True)[0].clamp(0, 1)
 
 
 # --- batches --------------------------------------------------------------------------------------------------------

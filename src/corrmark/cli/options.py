@@ -1,0 +1,98 @@
+"""What several commands share: the matcher options, the device option, library defaults for help texts, and how a
+result is recorded and written."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import shlex
+
+from ..device import AUTO
+from ..errors import CorrmarkError
+
+DEVICE_HELP = "auto (default: the first CUDA GPU when there is one, else cpu), cpu, cuda or cuda:N"
+
+
+def add_device_option(parser) -> None:
+    parser.add_argument("--device", default=AUTO, help=DEVICE_HELP)
+
+
+def library_default(function, parameter: str):
+    """The default of a library function's parameter: help texts quote it instead of repeating it."""
+    return inspect.signature(function).parameters[parameter].default
+
+
+def given(**values) -> dict:
+    """The keyword arguments given on the command line (None = not given: the library's default applies)."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def add_matcher_options(parser: argparse.ArgumentParser) -> None:
+    from ..models.zero_shot import NNMatcherConfig
+
+    group = parser.add_argument_group("matcher")
+    group.add_argument("--matcher", default=None, help="matcher name (default: nn, the zero-shot matcher)")
+    group.add_argument("--checkpoint", default=None, help="trained weights for a trained matcher")
+    group.add_argument("--preset", default=None,
+                       help="named zero-shot settings for the nn matcher: dinov2-block8 or best (options below override)")
+    group.add_argument("--backbone", default=None,
+                       help="backbone name(s); fuse with '+', e.g. dinov2_vits14+efficientnet_lite0")
+    group.add_argument("--layers", nargs="+", default=None,
+                       help="layers per backbone, comma-separated within one backbone: '--layers 8,9 3'")
+    group.add_argument("--image-size", type=int, default=None,
+                       help=f"side of the square the images are resized to (default {NNMatcherConfig.image_size})")
+    aspect = group.add_mutually_exclusive_group()
+    aspect.add_argument("--square", action="store_true", help="resize to an IMAGE_SIZE square (the default)")
+    aspect.add_argument("--keep-aspect", action="store_true",
+                        help="keep the aspect ratio at the area of the IMAGE_SIZE square (never fewer cells)")
+    group.add_argument("--mutual", action="store_true", help="soft mutual-nearest-neighbour filtering")
+    group.add_argument("--flip", choices=["none", "auto"], default=None, help="match the mirrored target too")
+    group.add_argument("--sigma", type=float, default=None, help="kernel soft-argmax window (cells); 0 = hard argmax")
+    group.add_argument("--beta", type=float, default=None, help="soft-argmax temperature")
+    add_device_option(group)
+
+
+def parse_layers(tokens: list[str] | None):
+    """'8' -> [8]; '8,9' -> [8, 9]; '8 3' -> [[8], [3]] (one token per fused backbone)."""
+    if tokens is None:
+        return None
+    try:
+        groups = [[int(v) for v in token.split(",") if v != ""] for token in tokens]
+    except ValueError:
+        raise CorrmarkError(f"--layers takes integers, got {' '.join(tokens)}") from None
+    return groups[0] if len(groups) == 1 else groups
+
+
+def matcher_options(args) -> dict:
+    """The matcher settings given on the command line (parsed, not yet loaded: cheap, so errors come first)."""
+    return {
+        "preset": args.preset,
+        "backbone": args.backbone,
+        "layers": parse_layers(args.layers),
+        "image_size": args.image_size,
+        "keep_aspect": False if args.square else True if args.keep_aspect else None,
+        "mutual": True if args.mutual else None,
+        "flip": args.flip,
+        "beta": args.beta,
+        "sigma": args.sigma,
+    }
+
+
+def matcher_from_args(args):
+    from .. import load_matcher
+
+    return load_matcher(args.matcher or "nn", checkpoint=args.checkpoint, device=args.device, **matcher_options(args))
+
+
+def command_line(args) -> str:
+    """The command that produced a result, recorded with it so every number names its source."""
+    return "corrmark " + shlex.join(args.argv)
+
+
+def write_result(args, result: dict) -> None:
+    """``--json``: write the result there and say so."""
+    from ..io import write_json_atomic
+
+    if args.json:
+        write_json_atomic(args.json, result)
+        print(f"wrote {args.json}")

@@ -1,0 +1,18 @@
+"""Where a result was measured: the machine description every result JSON carries under ``machine``."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+
+def machine_info() -> dict:
+    """Platform, processor, CPU count, Python and torch versions and torch's thread count.
+
+    torch is imported here, not at module level, so that light modules (``corrmark.bench``) stay light to import.
+    """
+    import torch
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "cpu_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "torch": torch.__version__}
