@@ -5,43 +5,40 @@ landmarks of every image, in pixels of the original image (``load_landmark_model
 resized to the network's square input), are mapped by a linear regression without bias (2K -> 10 numbers) fitted on
 MTFL training faces (``training.txt``; ``--train-limit`` for a seeded subset) to the 5 annotated landmarks; error on
 the 2,995 AFLW faces of ``testing.txt`` divided by the inter-ocular distance (annotated points 1 and 2), in percent.
+The error of a row is the command ``corrmark eval-landmarks mtfl --root ROOT --model c3 --checkpoint PATH
+--train-limit 1000`` (the same library call); this script adds the pictures.
 
-Pictures, per checkpoint, into ``--json-dir``: ``<label>_aflw.png`` (discovered landmarks, then the regressed 5
-points, on 16 test faces), ``<label>_swaps.png`` (the cross-image cycle on 8 test pairs) and ``<label>.html`` (both,
-with the numbers). ``--dataset cub`` draws the same pictures on CUB test birds (no annotations: no error, the JSON
-records the figures only).
+Pictures, per checkpoint, into ``--json-dir`` (default ``benchmarks/results/c3/c3``): ``<label>_aflw.jpg`` (discovered
+landmarks, then the regressed 5 points, on 16 test faces), ``<label>_swaps.jpg`` (the cross-image cycle on 8 test
+pairs) and ``<label>.html`` (both, with the numbers). ``--dataset cub`` draws the same pictures on CUB test birds (no
+annotations: no error, the JSON records the figures only). ``--figure-format png`` writes PNGs instead of JPEGs.
 
 Example::
 
-    PYTHONPATH=src python benchmarks/c3_mtfl.py --checkpoint runs/c3_mtfl_k10/final.pt=c3_mtfl_k10
+    python benchmarks/c3_mtfl.py --checkpoint runs/c3_mtfl_k10/final.pt=c3_mtfl_k10
 """
 
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import SHARED_DATA, results_dir, write_script_result
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from corrmark import load_landmark_model
+from corrmark.data import open_image_dataset
+from corrmark.eval.landmark_detection import detect_landmarks
+from corrmark.eval.landmarks import evaluate_landmarks
+from corrmark.io import read_image
+from corrmark.ops import normalized_to_pixel
+from corrmark.preprocess import Preprocess
+from corrmark.train.checkpoint import read_checkpoint
+from corrmark.viz import Report, draw_points, save_image
+from corrmark.viz.landmarks import landmark_figure
 
-from corrmark import load_landmark_model  # noqa: E402
-from corrmark.data import open_image_dataset  # noqa: E402
-from corrmark.eval.landmarks import evaluate_landmarks  # noqa: E402
-from corrmark.io import read_image, write_json_atomic  # noqa: E402
-from corrmark.ops import normalized_to_pixel  # noqa: E402
-from corrmark.preprocess import Preprocess  # noqa: E402
-from corrmark.provenance import machine_info  # noqa: E402
-from corrmark.train.checkpoint import read_checkpoint  # noqa: E402
-from corrmark.viz import Report, draw_points, save_image  # noqa: E402
-from corrmark.viz.landmarks import landmark_figure  # noqa: E402
-
-DATA = ROOT.parent / "shared" / "data"
 LANDMARK_NAMES = ["left eye", "right eye", "nose", "left mouth", "right mouth"]
 SWAP_ROWS = [("a", "points_a", "x_a (landmarks)"), ("b", "points_b", "x_b (landmarks)"),
              ("ab", "points_b", "x_ab = G(app a, pose b)"), ("ba", "points_a", "x_ba = G(app b, pose a)"),
@@ -102,10 +99,11 @@ def write_report(label: str, json_dir: Path, result: dict | None, figures: list[
     return report.write(json_dir / f"{label}.html")
 
 
-def evaluate_checkpoint(spec: str, args, command: str) -> dict:
+def evaluate_checkpoint(spec: str, args) -> dict:
     path, _, label = spec.partition("=")
     label = label or Path(path).parent.name
     json_dir = Path(args.json_dir)
+    suffix = f".{args.figure_format}"
     model = load_landmark_model(args.model, path)
     config, evaluated = checkpoint_summary(path)
     started = time.perf_counter()
@@ -113,7 +111,7 @@ def evaluate_checkpoint(spec: str, args, command: str) -> dict:
     if args.dataset == "mtfl":
         train = open_image_dataset("mtfl", args.root, "train", load_images=False)
         test = open_image_dataset("mtfl", args.root, "test", load_images=False)
-        figure = json_dir / f"{label}_aflw.png"
+        figure = json_dir / f"{label}_aflw{suffix}"
         result = evaluate_landmarks(model, train, test, normalisation="inter-ocular", eyes=(0, 1),
                                     train_limit=args.train_limit, test_limit=args.test_limit, seed=0, batch_size=64,
                                     figure=figure, progress=not args.quiet,
@@ -123,31 +121,26 @@ def evaluate_checkpoint(spec: str, args, command: str) -> dict:
     else:
         swap_source = open_image_dataset("cub-unlabeled", args.root, "test", load_images=False)
         paths = seeded_paths(swap_source, 16)
-        figure = json_dir / f"{label}_landmarks.png"
-        from corrmark.eval.landmark_detection import detect_landmarks
-
+        figure = json_dir / f"{label}_landmarks{suffix}"
         points, _ = detect_landmarks(model, paths, batch_size=16)
         landmark_figure([read_image(p) for p in paths], points, figure)
         figures.append((figure.name, "discovered landmarks, CUB test birds"))
     if args.model == "c3":
         swaps = swap_figure(model, seeded_paths(swap_source, 2 * args.swap_pairs, seed=1),
-                            json_dir / f"{label}_swaps.png")
+                            json_dir / f"{label}_swaps{suffix}")
         figures.append((swaps.name, "the cross-image cycle on test pairs (rows: see below)"))
     report = write_report(label, json_dir, result, figures)
-    payload = {
-        "label": label, "command": command, "config": config,
-        "protocol": result["protocol"] if result else {"task": "pictures only (no annotations)",
-                                                       "images": "cub-unlabeled test, seeded"},
-        "metrics": ({"mean_error_percent": result["mean_error"], "per_landmark_percent": result["per_landmark"],
-                     "landmark_names": LANDMARK_NAMES} if result else None),
-        "train_images": result["train_images"] if result else None,
-        "test_images": result["test_images"] if result else None,
-        "evaluated": {**evaluated, "model": model.describe()},
-        "figures": [str(json_dir / name) for name, _ in figures], "report": str(report),
-        "seconds": {"evaluation": round(time.perf_counter() - started, 1)},
-        "machine": machine_info(),
-    }
-    write_json_atomic(json_dir / f"{label}.json", payload)
+    protocol = result["protocol"] if result else {"task": "pictures only (no annotations)",
+                                                  "images": "cub-unlabeled test, seeded"}
+    metrics = ({"mean_error_percent": result["mean_error"], "per_landmark_percent": result["per_landmark"],
+                "landmark_names": LANDMARK_NAMES} if result else None)
+    payload = write_script_result(
+        json_dir / f"{label}.json", metrics, protocol, {**model.describe(), "checkpoint": path}, config=config,
+        seconds=time.perf_counter() - started, argv=args.argv,
+        extra={"label": label, "train_images": result["train_images"] if result else None,
+               "test_images": result["test_images"] if result else None,
+               "evaluated": {**evaluated, "model": model.describe()},
+               "figures": [str(json_dir / name) for name, _ in figures], "report": str(report)})
     if result:
         per = ", ".join(f"{value:.2f}" for value in result["per_landmark"])
         print(f"{label}: mean {result['mean_error']:.2f} % IOD (per landmark {per}) -> {json_dir / f'{label}.json'}")
@@ -165,15 +158,16 @@ def main(argv=None) -> int:
     parser.add_argument("--train-limit", type=int, default=None, help="fit on N seeded training faces (default all)")
     parser.add_argument("--test-limit", type=int, default=None, help="N seeded AFLW faces (default all 2,995)")
     parser.add_argument("--swap-pairs", type=int, default=8)
-    parser.add_argument("--json-dir", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--json-dir", default=str(results_dir("c3")))
+    parser.add_argument("--figure-format", choices=["jpg", "png"], default="jpg")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    args.root = args.root or str(DATA / ("mtfl" if args.dataset == "mtfl" else "cub-birds-unlabeled"))
+    args.argv = argv  # recorded with each row (None: sys.argv)
+    args.root = args.root or str(SHARED_DATA / ("mtfl" if args.dataset == "mtfl" else "cub-birds-unlabeled"))
     torch.set_num_threads(args.threads)
-    command = "PYTHONPATH=src python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *sys.argv[1:]])
     for spec in args.checkpoint:
-        evaluate_checkpoint(spec, args, command)
+        evaluate_checkpoint(spec, args)
     return 0
 
 

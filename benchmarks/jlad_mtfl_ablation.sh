@@ -13,7 +13,7 @@ $PY -m corrmark train configs/jlad_mtfl_k30.yaml --quiet
 $PY benchmarks/jlad_mtfl.py --config configs/jlad_mtfl_k30.yaml \
     --checkpoint "$(ck jlad_mtfl_k30 900 jlad_mtfl_k30_separate)" \
     --checkpoint "$(ck jlad_mtfl_k30 1100 jlad_mtfl_k30_round1)" \
-    --checkpoint runs/jlad_mtfl_k30/final.pt=jlad_mtfl_k30 --figure benchmarks/results/jlad_mtfl_k30_aflw.png
+    --checkpoint runs/jlad_mtfl_k30/final.pt=jlad_mtfl_k30 --figure benchmarks/results/jlad/jlad_mtfl_k30_aflw.jpg
 
 $PY -m corrmark train configs/jlad_mtfl_k10_rounds4.yaml --quiet
 $PY benchmarks/jlad_mtfl.py --config configs/jlad_mtfl_k10_rounds4.yaml \

@@ -14,10 +14,11 @@ TEST_LIMIT=${TEST_LIMIT:-}   # empty: all 2,995 AFLW faces (the protocol); a num
 #    steps, then 2 rounds of 60 alignment-stage + 60 detection-stage steps (configs/jlad_mtfl_k10_long.yaml: docs/JLAD.md)
 $PY -m corrmark train $CONFIG --quiet
 
-# 2. evaluation (builds the cached feature bank of the test faces): step 300 = after pretraining, step 420 = after
+# 2. evaluation (corrmark.eval.evaluate_landmarks on the images; one checkpoint alone is `corrmark eval-landmarks mtfl
+#    --root ../shared/data/mtfl --fit-config $CONFIG --checkpoint ...`): step 300 = after pretraining, step 420 = after
 #    round 1, final = after round 2; fixed-grid baseline = landmarks at fixed image fractions (framing alone)
 $PY benchmarks/jlad_mtfl.py --config $CONFIG ${TEST_LIMIT:+--test-limit $TEST_LIMIT} --baseline fixed-grid \
     --checkpoint $RUN/checkpoints/step_00000300.pt=jlad_mtfl_k10_separate \
     --checkpoint $RUN/checkpoints/step_00000420.pt=jlad_mtfl_k10_round1 \
-    --checkpoint $RUN/final.pt=jlad_mtfl_k10 --check-generic 8 \
-    --figure benchmarks/results/jlad_mtfl_k10_aflw.png
+    --checkpoint $RUN/final.pt=jlad_mtfl_k10 \
+    --figure benchmarks/results/jlad/jlad_mtfl_k10_aflw.jpg

@@ -1,7 +1,7 @@
-"""Print the markdown rows of docs/BENCHMARKS.md from benchmarks/results/*.json (so the table never drifts).
+"""Print the markdown rows of docs/BENCHMARKS.md from benchmarks/results/<method>/*.json (so the table never drifts).
 
-    python benchmarks/make_table.py benchmarks/results/pf_willow_*.json
-    python benchmarks/make_table.py benchmarks/results/speed_memory.json   # or any `corrmark bench --json` file
+    python benchmarks/make_table.py benchmarks/results/zero_shot/pf_willow_*.json
+    python benchmarks/make_table.py benchmarks/results/speed/speed_memory.json   # or any `corrmark bench --json` file
 """
 
 import json

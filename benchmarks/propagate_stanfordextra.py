@@ -1,7 +1,10 @@
 """Keypoint propagation on the 25 StanfordExtra dogs, scored against their ground truth.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src:benchmarks python benchmarks/propagate_stanfordextra.py --preset best
-    OMP_NUM_THREADS=1 PYTHONPATH=src:benchmarks python benchmarks/propagate_stanfordextra.py --preset dinov2-block8
+    OMP_NUM_THREADS=1 python benchmarks/propagate_stanfordextra.py --preset best
+    OMP_NUM_THREADS=1 python benchmarks/propagate_stanfordextra.py --preset dinov2-block8
+
+Writes benchmarks/results/propagate/propagate_stanfordextra_<preset>.json. This protocol (propagation scored against
+ground truth, with its confidence analysis) is script-only; it runs ``corrmark.propagate.propagate_keypoints``.
 
 Protocol (written into the result):
 - one annotated dog, each of the 25 in turn: its visible keypoints are propagated with ``propagate_keypoints`` to the
@@ -25,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import results_dir, write_script_result
 from scipy.stats import mannwhitneyu, spearmanr
 
 from corrmark import load_matcher
@@ -32,7 +36,6 @@ from corrmark.data.stanfordextra import StanfordExtra
 from corrmark.eval.pck import DEFAULT_ALPHAS, alpha_key, threshold_length
 from corrmark.models import Matcher
 from corrmark.propagate import coco_points, propagate_keypoints
-from sfnet_common import write_result
 
 TRIPLETS = [(first, first + 8, first + 16) for first in range(8)]
 CONFIDENCE_BINS = (0.0, 0.1, 0.3, 0.6, 1.0001)
@@ -188,7 +191,7 @@ def main():
     parser.add_argument("--preset", default="best", choices=["best", "fused-block8", "dinov2-block8"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--gallery", default=None, help="also write the gallery of the first annotated dog here")
-    parser.add_argument("--out-dir", default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument("--out-dir", default=str(results_dir("propagate")), help="results folder")
     parser.add_argument("--dogs", type=int, default=None, help="only the first N dogs (a quick check)")
     args = parser.parse_args()
 
@@ -210,8 +213,9 @@ def main():
     }
     config = {"matcher": matcher.describe(), "preset": args.preset, "root": args.root, "images": len(dogs),
               "annotated": "each dog in turn; then the TRIPLETS of three dogs"}
-    write_result(f"propagate_stanfordextra_{args.preset.replace('-', '_')}", config=config, protocol=protocol,
-                 metrics=metrics, seconds=time.perf_counter() - started, out_dir=args.out_dir)
+    write_script_result(Path(args.out_dir) / f"propagate_stanfordextra_{args.preset.replace('-', '_')}.json", metrics,
+                        protocol, {"name": "nn", "preset": args.preset, "matcher": config.pop("matcher")},
+                        config=config, seconds=time.perf_counter() - started)
     print(f"PCK one dog: {single['pck']}  (corrmark eval box: {single['pck_eval_protocol']})")
     ranking = single["confidence"]
     print(f"confidence: top half {ranking['pck_top_half']}, rest {ranking['pck_bottom_half']}")

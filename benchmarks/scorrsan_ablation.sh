@@ -2,7 +2,7 @@
 # SCorrSAN ablation in the spirit of the paper's Table 4/6 on the PF-WILLOW split, at a small budget (250 steps per
 # run, every row trained from scratch with the same seed). Teacher-student rows use the 500-step baseline
 # (runs/scorrsan_pfwillow_baseline/final.pt, from benchmarks/scorrsan_pfwillow.sh) as the offline teacher.
-# One JSON per row: benchmarks/results/scorrsan_ablation_<row>.json. Run from the repository root.
+# One JSON per row: benchmarks/results/scorrsan/scorrsan_ablation_<row>.json. Run from the repository root.
 # Usage: sh benchmarks/scorrsan_ablation.sh [architecture|teacher|all]
 set -e
 PY="${PYTHON:-python}"
@@ -13,7 +13,7 @@ row() {  # row NAME CONFIG OVERRIDES...
     name=$1; config=$2; shift 2
     $PY benchmarks/scorrsan_train.py "$config" --set name=scorrsan_ablation_$name --set train.steps=250 "$@"
     $PY benchmarks/scorrsan_eval.py --protocol pf-willow --checkpoint runs/scorrsan_ablation_$name/final.pt \
-        --json benchmarks/results/scorrsan_ablation_$name.json
+        --json benchmarks/results/scorrsan/scorrsan_ablation_$name.json
 }
 PART=${1:-all}
 if [ "$PART" = architecture ] || [ "$PART" = all ]; then

@@ -15,46 +15,47 @@ What is evaluated:
   cached frozen features of the test images (``--path bank``, fast) or through ``load_matcher("scorrsan")`` image by
   image (``--path matcher``; the same numbers, checked by tests/test_scorrsan.py on a tiny model).
 - ``--untrained``: the same pipeline without a head (frozen descriptor, mutual filter, x4 upsampling, windowed soft
-  argmax): what training adds.
+  argmax): what training adds (a reference row, script-only).
 - ``--nn-preset best``: the repository's zero-shot matcher (``load_matcher("nn", preset=...)``) image by image.
+
+The image-by-image rows (``--path matcher``, ``--nn-preset``) run ``corrmark.eval.evaluate_matcher`` on the dataset
+``corrmark eval`` opens, so each is also one command (docs/BENCHMARKS.md): faces = ``corrmark eval aflw-pairs --root
+MTFL --eyes 0,1``, pf-willow = ``corrmark eval pf-willow --split test``, stanfordextra = ``corrmark eval stanfordextra
+--breeds BREED``, each with ``--direction t2s --threshold kp-bbox`` and ``--matcher scorrsan --checkpoint F`` or
+``--preset NAME``.
 
 Example::
 
     PYTHONPATH=src python benchmarks/scorrsan_eval.py --protocol faces \
         --checkpoint runs/scorrsan_faces_baseline/final.pt \
-        --json benchmarks/results/scorrsan_faces_baseline.json
+        --json benchmarks/results/scorrsan/scorrsan_faces_baseline.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+from common import SHARED_DATA, write_script_result
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-from corrmark.data.keypoint_pairs import (FacePairs, build_keypoint_bank, pfwillow_images,  # noqa: E402
-                                          stanfordextra_fold)
-from corrmark.errors import CorrmarkError  # noqa: E402
-from corrmark.eval.interocular import InterOcularPCK  # noqa: E402
-from corrmark.eval.pck import PCKAccumulator, PCKProtocol, evaluation_side  # noqa: E402
-from corrmark.models.scorrsan import ScorrsanConfig, ScorrsanHead, head_from_checkpoint  # noqa: E402
-from corrmark.ops import l2_normalize  # noqa: E402
-from corrmark.provenance import machine_info  # noqa: E402
-from corrmark.train.checkpoint import read_checkpoint  # noqa: E402
-from corrmark.train.scorrsan import evaluate_pairs  # noqa: E402
+from corrmark import load_matcher
+from corrmark.data import open_dataset
+from corrmark.data.keypoint_pairs import FacePairs, build_keypoint_bank, pfwillow_images, stanfordextra_fold
+from corrmark.errors import CorrmarkError
+from corrmark.eval.pck import PCKProtocol
+from corrmark.eval.runner import evaluate_matcher
+from corrmark.models.scorrsan import ScorrsanConfig, ScorrsanHead, head_from_checkpoint
+from corrmark.ops import l2_normalize
+from corrmark.train.checkpoint import read_checkpoint
+from corrmark.train.scorrsan import evaluate_pairs
 
 ALPHAS = (0.05, 0.1, 0.15)
-SHARED = ROOT.parent / "shared" / "data"
-DEFAULT_ROOTS = {"faces": SHARED / "mtfl", "pf-willow": SHARED / "pf-willow",
-                 "stanfordextra": SHARED / "stanfordextra-sample"}
+DEFAULT_ROOTS = {"faces": SHARED_DATA / "mtfl", "pf-willow": SHARED_DATA / "pf-willow",
+                 "stanfordextra": SHARED_DATA / "stanfordextra-sample"}
+FACE_EYES = (0, 1)  # MTFL: left eye, right eye
 
 
 class UntrainedHead(ScorrsanHead):
@@ -93,22 +94,15 @@ def check_same_fold(config: dict, test_set: dict) -> None:
 
 
 def evaluate_matcher_pairs(matcher, dataset, interocular: bool, limit=None) -> dict:
-    """t2s PCK of any Matcher on pair samples: kp-bbox (and inter-ocular for faces), per pair."""
-    kp_box = PCKAccumulator(PCKProtocol("t2s", "kp-bbox", "pair", ALPHAS))
-    eyes = InterOcularPCK("t2s", ALPHAS) if interocular else None
-    count = len(dataset) if limit is None else min(int(limit), len(dataset))
-    for index in range(count):
-        sample = dataset[index]
-        side = evaluation_side(sample, "t2s")
-        predicted = matcher.transfer_keypoints(side["query_image"], side["reference_image"], side["query_points"])
-        kp_box.add(predicted, side["reference_points"], side["valid"], side["reference_shape"],
-                   bbox=side["reference_bbox"], category=side["category"])
-        if eyes is not None:
-            eyes.add(predicted, side["reference_points"], side["valid"])
-    result = {"kp-bbox": kp_box.result()}
-    if eyes is not None:
-        result["inter-ocular"] = eyes.result()
-    return result
+    """t2s PCK of any Matcher on pair samples (``corrmark.eval.evaluate_matcher``, what ``corrmark eval`` runs):
+    kp-bbox (and inter-ocular for faces), per pair, as ``{"kp-bbox": ..., "inter-ocular": ...}``."""
+    result = evaluate_matcher(matcher, dataset, PCKProtocol("t2s", "kp-bbox", "pair", ALPHAS), limit=limit,
+                              progress=False, eyes=FACE_EYES if interocular else None)
+    keys = ("pck", "per_category", "mean_over_categories", "pairs", "keypoints", "skipped_pairs", "protocol")
+    metrics = {"kp-bbox": {key: result[key] for key in keys}}
+    if interocular:
+        metrics["inter-ocular"] = result["inter-ocular"]
+    return metrics
 
 
 def main(argv=None) -> dict:
@@ -138,21 +132,19 @@ def main(argv=None) -> dict:
     interocular = args.protocol == "faces"
     config, evaluated = None, {}
     if args.nn_preset:
-        from corrmark import load_matcher
-
         matcher = load_matcher("nn", preset=args.nn_preset)
         dataset = _dataset(args, root)
         metrics = evaluate_matcher_pairs(matcher, dataset, interocular, args.limit)
         evaluated = {"matcher": matcher.describe(), "path": "matcher"}
+        named = {"name": "nn", "preset": args.nn_preset}
     elif args.path == "matcher":
-        from corrmark import load_matcher
-
         matcher = load_matcher("scorrsan", checkpoint=args.checkpoint, head=args.head)
         config = read_checkpoint(args.checkpoint)["config"]
         if args.protocol == "stanfordextra":
             check_same_fold(config, {"held_out_breed": _held_out_breed(args, root)})
         metrics = evaluate_matcher_pairs(matcher, _dataset(args, root), interocular, args.limit)
         evaluated = {"matcher": matcher.describe(), "path": "matcher"}
+        named = {"name": "scorrsan", "checkpoint": args.checkpoint, "head": args.head}
     else:
         if args.untrained:
             model = ScorrsanConfig(**{**json.loads(args.untrained_options or "{}"), "sce": False})
@@ -160,6 +152,7 @@ def main(argv=None) -> dict:
                                                              args.held_out_breed)
             head = UntrainedHead(model, bank.channels, bank.stride).eval()
             evaluated = {"untrained_pipeline": model.to_dict(), "path": "bank"}
+            named = {"name": "scorrsan-untrained", "options": model.to_dict()}
         else:
             payload = read_checkpoint(args.checkpoint)
             config = payload["config"]
@@ -170,6 +163,7 @@ def main(argv=None) -> dict:
             evaluated = {"checkpoint": args.checkpoint, "head": args.head, "path": "bank",
                          "selected_head": (payload.get("metrics") or {}).get("selected_head"),
                          "train_metrics": payload.get("metrics")}
+            named = {"name": "scorrsan", "checkpoint": args.checkpoint, "head": args.head}
         if args.limit is not None:
             pairs = pairs[:args.limit]
             categories = categories[:args.limit] if categories is not None else None
@@ -182,28 +176,19 @@ def main(argv=None) -> dict:
                 "pf_willow_split": pf_willow_split}
     if args.protocol == "stanfordextra":
         protocol["held_out_breed"] = _held_out_breed(args, root)
-    return write_result(args.json, args.label, argv, protocol, evaluated, config, metrics,
+    return write_result(args.json, args.label, argv, protocol, named, evaluated, config, metrics,
                         time.perf_counter() - started)
 
 
-def write_result(json_path, label, argv, protocol, evaluated, config, metrics, seconds) -> dict:
-    """One benchmark row as JSON (command, protocol, what was evaluated, config, metrics, seconds, machine); prints
-    a one-line PCK summary."""
-    result = {
-        "label": label or Path(json_path).stem,
-        "command": "PYTHONPATH=src python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
-        "protocol": protocol,
-        "evaluated": evaluated,
-        "config": config,
-        "metrics": metrics,
-        "seconds": round(seconds, 1),
-        "machine": machine_info(),
-    }
-    Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(json_path).write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
+def write_result(json_path, label, argv, protocol, model, evaluated, config, metrics, seconds) -> dict:
+    """One benchmark row (``corrmark.eval.records.record_result``: command, model, config, protocol, metrics,
+    seconds, machine; plus ``label`` and ``evaluated``); prints a one-line PCK summary."""
+    label = label or Path(json_path).stem
+    result = write_script_result(json_path, metrics, protocol, model, config=config, seconds=seconds,
+                                 extra={"label": label, "evaluated": evaluated}, argv=argv)
     summary = {name: {k: round(v, 4) for k, v in block["pck"].items() if v is not None}
                for name, block in metrics.items() if isinstance(block, dict) and "pck" in block}
-    print(json.dumps({"label": result["label"], **summary, "seconds": result["seconds"]}))
+    print(json.dumps({"label": label, **summary, "seconds": result["seconds"]}))
     return result
 
 
@@ -216,25 +201,12 @@ def _held_out_breed(args, root) -> str:
 
 
 def _dataset(args, root):
+    """The protocol's test pairs as ``corrmark eval`` opens them (``open_dataset``)."""
     if args.protocol == "faces":
-        return FacePairs(root, args.count, args.seed)
-    if args.protocol == "stanfordextra":
-        from corrmark.data.stanfordextra import StanfordExtra
-
-        return StanfordExtra(root, breeds=[_held_out_breed(args, root)])  # same images and pair order as the fold
-    from corrmark.data.pf_willow import PFWillow
-
-    return PFWillow(root, "test")
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    return str(value)
+        return open_dataset("aflw-pairs", root, count=args.count, seed=args.seed)
+    if args.protocol == "stanfordextra":  # same images and pair order as the fold
+        return open_dataset("stanfordextra", root, breeds=[_held_out_breed(args, root)])
+    return open_dataset("pf-willow", root, "test")
 
 
 if __name__ == "__main__":

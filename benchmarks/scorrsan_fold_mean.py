@@ -1,8 +1,9 @@
-"""Mean over the leave-one-breed-out folds of ``scorrsan_eval.py --protocol stanfordextra`` rows; one JSON.
+"""Mean over the leave-one-breed-out folds of ``scorrsan_eval.py --protocol stanfordextra`` rows (or of
+``corrmark eval stanfordextra --breeds BREED --direction t2s --threshold kp-bbox --json`` rows); one JSON.
 
     PYTHONPATH=src python benchmarks/scorrsan_fold_mean.py \
-        --json benchmarks/results/scorrsan_stanfordextra_lobo_mean_baseline.json \
-        benchmarks/results/scorrsan_stanfordextra_lobo_*_baseline.json
+        --json benchmarks/results/scorrsan/scorrsan_stanfordextra_lobo_mean_baseline.json \
+        benchmarks/results/scorrsan/scorrsan_stanfordextra_lobo_*_baseline.json
 
 ``metrics["kp-bbox"]``: ``pck`` = the fold mean (every held-out breed counts once), ``pairs_weighted`` = the mean
 over all test pairs of all folds (folds weighted by their pair counts; the pairs are per-pair PCK values, so this is
@@ -25,7 +26,7 @@ from corrmark.errors import CorrmarkError
 
 def read_folds(paths) -> list[dict]:
     """The fold rows, checked: all stanfordextra, each held-out breed once."""
-    rows = [json.loads(Path(path).read_text()) | {"file": Path(path).name} for path in paths]
+    rows = [as_fold_row(json.loads(Path(path).read_text())) | {"file": Path(path).name} for path in paths]
     for row in rows:
         if row["protocol"].get("name") != "stanfordextra":
             raise CorrmarkError(f"{row['file']} is not a stanfordextra leave-one-breed-out row")
@@ -33,6 +34,19 @@ def read_folds(paths) -> list[dict]:
     if len(set(breeds)) != len(breeds):
         raise CorrmarkError(f"a held-out breed appears twice among the folds: {', '.join(breeds)}")
     return rows
+
+
+def as_fold_row(row: dict) -> dict:
+    """A ``corrmark eval stanfordextra --breeds BREED --json`` record (metrics at the top level) in the layout of a
+    scorrsan_eval.py row; a scorrsan_eval.py row as it is."""
+    if "metrics" in row:
+        return row
+    breeds = ((row.get("experiment") or {}).get("dataset_options") or {}).get("breeds") or []
+    if row.get("dataset") != "stanfordextra" or len(breeds) != 1:
+        raise CorrmarkError("a fold row of `corrmark eval` must be stanfordextra with one --breeds breed")
+    return {"protocol": dict(row["protocol"], name="stanfordextra", held_out_breed=breeds[0]),
+            "metrics": {"kp-bbox": row}, "evaluated": {"matcher": row.get("matcher"), "path": "matcher"},
+            "model": row.get("model"), "config": None, "seconds": row["seconds"]}
 
 
 def fold_summary(row: dict) -> dict:
@@ -69,9 +83,10 @@ def main(argv=None) -> dict:
     protocol = dict(rows[0]["protocol"], held_out_breed=[row["protocol"]["held_out_breed"] for row in rows],
                     fold_averaging="pck = mean over folds; pairs_weighted = mean over all test pairs")
     evaluated = {"folds": [dict(row["evaluated"], json=row["file"]) for row in rows]}
+    model = {"folds": [row.get("model") for row in rows]}  # None for rows written before records named their model
     configs = [row["config"] for row in rows if row.get("config") is not None]
-    return write_result(args.json, args.label, argv, protocol, evaluated, {"folds": configs} if configs else None,
-                        metrics, time.perf_counter() - started)
+    return write_result(args.json, args.label, argv, protocol, model, evaluated,
+                        {"folds": configs} if configs else None, metrics, time.perf_counter() - started)
 
 
 if __name__ == "__main__":

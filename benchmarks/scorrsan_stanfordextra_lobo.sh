@@ -3,14 +3,14 @@
 # ../shared/data/stanfordextra-sample. Per fold: train on the other 3 breeds, test on the ordered pairs within the
 # held-out breed (t2s, kp-bbox, per pair); the zero-shot matcher and the untrained pipeline on the same pairs.
 # Then the mean over folds of every row (fold mean and pairs-weighted, benchmarks/scorrsan_fold_mean.py).
-# One JSON per row: benchmarks/results/scorrsan_stanfordextra_lobo_<breed|mean>_<row>.json. Run from the repo root.
+# One JSON per row: benchmarks/results/scorrsan/scorrsan_stanfordextra_lobo_<breed|mean>_<row>.json. Run from the repo root.
 # Usage: sh benchmarks/scorrsan_stanfordextra_lobo.sh [baseline|st|all|zero-shot]
 #   baseline: baseline per fold + zero-shot references; st: ST per fold (teacher = that fold's baseline).
 set -e
 PY="${PYTHON:-python}"
 export PYTHONPATH=src
 BREEDS="border_terrier golden_retriever rhodesian_ridgeback weimaraner"
-OUT=benchmarks/results/scorrsan_stanfordextra_lobo
+OUT=benchmarks/results/scorrsan/scorrsan_stanfordextra_lobo
 evaluate() {  # evaluate BREED ROW ARGS...
     breed=$1; row=$2; shift 2
     $PY benchmarks/scorrsan_eval.py --protocol stanfordextra --held-out-breed "$breed" "$@" \

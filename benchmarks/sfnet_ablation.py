@@ -2,12 +2,14 @@
 
 Each variant trains from configs/sfnet_cub.yaml (same cached feature bank, same seed) with its loss weights and a
 reduced step budget, then is evaluated on PF-WILLOW (t2s, kp-bbox, per-pair). One JSON per variant:
-benchmarks/results/sfnet_ablation_<variant>_<steps>steps.json.
+benchmarks/results/sfnet/sfnet_ablation_<variant>_<steps>steps.json.
 
-    PYTHONPATH=src:benchmarks python benchmarks/sfnet_ablation.py --config configs/sfnet_cub.yaml --steps 150 \
+    python benchmarks/sfnet_ablation.py --config configs/sfnet_cub.yaml --steps 150 \
         --every 3 --pf-willow ../shared/data/pf-willow
 
-``--every k`` scores every k-th PF-WILLOW pair (a stratified 1/k subset, recorded in the protocol) to fit a small budget.
+``--every k`` scores every k-th PF-WILLOW pair (a stratified 1/k subset, recorded in the protocol) to fit a small
+budget; a trained variant's row is ``corrmark eval pf-willow --root ... --every 3 --matcher sfnet --checkpoint
+runs/sfnet_ablation_<variant>_<steps>steps/final.pt``.
 """
 
 import argparse
@@ -15,6 +17,7 @@ import json
 import time
 
 import torch
+from common import results_dir, write_script_result
 
 from corrmark import load_matcher
 from corrmark.data import open_dataset
@@ -23,7 +26,6 @@ from corrmark.eval import PCKProtocol
 from corrmark.eval.runner import evaluate_matcher
 from corrmark.models.sfnet import SFNetMatcher
 from corrmark.train import load_config, read_checkpoint, run_config
-from sfnet_common import write_result
 
 VARIANTS = {
     "mask": {"mask": 3, "flow": 0, "smooth": 0},
@@ -50,11 +52,12 @@ def main():
         model = load_config(args.config)["model"]
         matcher = SFNetMatcher({**model, "adaptation": False})
         result = evaluate_matcher(matcher, dataset, protocol)
-        write_result("sfnet_ablation_no_training", config={"base": args.config, "model": {**model, "adaptation": False}},
-                     protocol={**result["protocol"], "pairs": f"every {args.every}-th of 900 ({len(dataset)})"},
-                     metrics={"pck": result["pck"], "per_category": result["per_category"],
-                              "seconds_per_pair": result["seconds_per_pair"]},
-                     seconds=time.perf_counter() - started)
+        write_script_result(results_dir("sfnet") / "sfnet_ablation_no_training.json",
+                            {"pck": result["pck"], "per_category": result["per_category"],
+                             "seconds_per_pair": result["seconds_per_pair"]},
+                            {**result["protocol"], "pairs": f"every {args.every}-th of 900 ({len(dataset)})"},
+                            result["matcher"], config={"base": args.config, "model": {**model, "adaptation": False}},
+                            seconds=time.perf_counter() - started)
         print("no_training", json.dumps(result["pck"]))
     for variant, weights in VARIANTS.items():
         if args.only and variant not in args.only:
@@ -70,12 +73,13 @@ def main():
         train_seconds = read_checkpoint(final)["metrics"].get("train_seconds")
         matcher = load_matcher("sfnet", checkpoint=str(final))
         result = evaluate_matcher(matcher, dataset, protocol)
-        write_result(run_name, config={"base": args.config, "loss": weights, "steps": args.steps,
-                                                          "checkpoint": str(final)},
-                     protocol={**result["protocol"], "pairs": f"every {args.every}-th of 900 ({len(dataset)})"},
-                     metrics={"pck": result["pck"], "per_category": result["per_category"],
-                              "train_seconds": train_seconds, "seconds_per_pair": result["seconds_per_pair"]},
-                     seconds=time.perf_counter() - started)
+        write_script_result(results_dir("sfnet") / f"{run_name}.json",
+                            {"pck": result["pck"], "per_category": result["per_category"],
+                             "train_seconds": train_seconds, "seconds_per_pair": result["seconds_per_pair"]},
+                            {**result["protocol"], "pairs": f"every {args.every}-th of 900 ({len(dataset)})"},
+                            result["matcher"], config={"base": args.config, "loss": weights, "steps": args.steps,
+                                                       "checkpoint": str(final)},
+                            seconds=time.perf_counter() - started)
         print(variant, json.dumps(result["pck"]))
 
 

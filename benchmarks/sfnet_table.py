@@ -1,4 +1,4 @@
-"""Print the SFNet result JSONs (benchmarks/results/sfnet_*.json) as markdown tables for docs.
+"""Print the SFNet result JSONs (benchmarks/results/sfnet/sfnet_*.json) as markdown tables for docs.
 
     python benchmarks/sfnet_table.py
 """
@@ -6,7 +6,7 @@
 import json
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results" / "sfnet"
 
 
 def main():

@@ -3,7 +3,7 @@
 A thin wrapper over ``corrmark.bench`` (the same measurement as ``corrmark bench --pf-willow ROOT``) that keeps the
 configurations of the table in docs/BENCHMARKS.md. Each configuration runs in its own process, so its peak
 resident memory is its own; a pair is timed cold (both images described every time).
-    python benchmarks/speed_memory.py --root ../shared/data/pf-willow --out benchmarks/results/speed_memory.json
+    python benchmarks/speed_memory.py --root ../shared/data/pf-willow --out benchmarks/results/speed/speed_memory.json
 """
 
 import argparse

@@ -1,12 +1,15 @@
 """Sweep zero-shot matcher settings on a stratified subset of PF-WILLOW (every k-th pair); prints JSON lines.
 
 Used to choose the "best" preset; the final numbers in docs/BENCHMARKS.md come from full runs of `corrmark eval`.
-    python benchmarks/sweep_zero_shot.py --root ../shared/data/pf-willow --every 5 --out benchmarks/results/sweep.jsonl
+    python benchmarks/sweep_zero_shot.py --root ../shared/data/pf-willow --every 5 \
+        --out benchmarks/results/zero_shot/zero_shot_sweep_pf_willow_every5.jsonl
 """
 
 import argparse
 import json
 import sys
+
+import common  # noqa: F401  (puts this checkout's src/ first on sys.path)
 
 from corrmark import load_matcher
 from corrmark.data import open_dataset

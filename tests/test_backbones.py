@@ -202,6 +202,44 @@ def test_dinov2_overlapping_patches_give_a_grid_twice_as_fine(dinov2):
         DinoV2Backbone(dinov2.vit, [2], "dinov2_vits14", patch_stride=5)
 
 
+def test_dinov2_position_embedding_is_resampled_once_per_grid_and_weights(monkeypatch):
+    from corrmark.backbones import dinov2 as dinov2_module
+
+    torch.manual_seed(0)
+    backbone = DinoV2Backbone(dinov2_module.create_vit(), [0], "dinov2_vits14").set_trainable(False)
+    resampled = []
+    real = backbone._resample_position_embedding
+    monkeypatch.setattr(backbone, "_resample_position_embedding", lambda grid: resampled.append(grid) or real(grid))
+
+    def block0(images, cached=True):
+        if not cached:
+            backbone._position_cache.clear()
+        with torch.no_grad():
+            return backbone(images)["block0"]
+
+    images, wide = random_images(56, 84), random_images(42, 98)
+    first = block0(images)
+    assert torch.equal(block0(images), first) and torch.equal(block0(images, cached=False), first)  # bit for bit
+    assert block0(wide).shape[-2:] == (3, 7) and torch.equal(block0(images), first)
+    assert resampled == [(4, 6), (4, 6), (3, 7)]  # the second (4, 6) was the cleared cache's
+    state = backbone.vit.state_dict()
+    state["pos_embed"] = state["pos_embed"] * 2
+    backbone.vit.load_state_dict(state)  # new weights: resampled again
+    reloaded = block0(images)
+    assert not torch.equal(reloaded, first) and torch.equal(reloaded, block0(images, cached=False))
+    with torch.no_grad():
+        backbone.vit.pos_embed.add_(1.0)  # an in-place step (what an optimizer does)
+    assert torch.equal(block0(images), block0(images, cached=False))
+    backbone.set_trainable(True)  # gradients flow into the embedding: nothing is kept
+    backbone._position_cache.clear()
+    backbone(images)["block0"].sum().backward()
+    assert backbone.vit.pos_embed.grad is not None and not backbone._position_cache
+    backbone.set_trainable(False)
+    for side in range(1, dinov2_module.POSITION_CACHE_SIZE + 3):
+        block0(random_images(14, 14 * side))
+    assert len(backbone._position_cache) == dinov2_module.POSITION_CACHE_SIZE
+
+
 def test_unknown_dinov2_facet_is_refused():
     with pytest.raises(CorrmarkError, match="facet 'keys'.*token, norm, key"):
         build_backbone("dinov2_vits14@keys")

@@ -149,10 +149,10 @@ def test_cub_fixture(tmp_path):
 
 
 def test_registry_names():
-    assert list(PAIR_DATASETS) == ["pf-willow", "pf-pascal", "spair-71k", "tss", "caltech-101", "stanfordextra",
-                                   "pairs-file"]  # fmt: skip
+    assert list(PAIR_DATASETS) == ["aflw-pairs", "caltech-101", "pairs-file", "pf-pascal", "pf-willow", "spair-71k",
+                                   "stanfordextra", "tss"]  # fmt: skip  (registries list their names sorted)
     assert set(IMAGE_DATASETS) == {"image-folder", "mtfl", "cub-unlabeled"}
-    with pytest.raises(UnknownNameError, match="pf-willow, pf-pascal") as error:
+    with pytest.raises(UnknownNameError, match="pf-pascal, pf-willow") as error:
         open_dataset("pf-willo", "/nowhere")
     assert "\n" not in str(error.value)
     with pytest.raises(UnknownNameError, match="image-folder"):

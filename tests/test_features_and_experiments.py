@@ -6,7 +6,7 @@ import torch
 from corrmark.errors import CorrmarkError
 from corrmark.config import load_config_file, load_yaml
 from corrmark.eval.experiment import PROTOCOL_DEFAULTS, protocol_of, resolve_eval_experiment
-from corrmark.models.features import DescriptorExtractor, parse_backbone_spec
+from corrmark.backbones.descriptors import DescriptorExtractor, parse_backbone_spec
 from corrmark.preprocess import Preprocess
 
 

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from corrmark.cache import FeatureBank
 from corrmark.config import check_known_keys
 from corrmark.models.jlad import JLADConfig, JLADNet, landmark_probabilities
 from corrmark.ops import pixel_grid, spatial_expectation
-from corrmark.train.jlad import (DATA_KEYS, STAGES, JLADBank, JLADBatches, JLADSchedule, JLADStep, build_experiment,
-                                 loss_options, set_trainable)
+from corrmark.train.jlad import (DATA_KEYS, STAGES, JLADBatches, JLADSchedule, JLADStep, build_experiment, loss_options,
+                                 set_trainable)
 from corrmark.train.runner import load_config
 from corrmark.train.trainer import Trainer
 
@@ -23,7 +24,7 @@ def tiny_net(**overrides) -> JLADNet:
     return JLADNet(JLADConfig(**{**TINY, **overrides}), 6)
 
 
-def tiny_bank(images=6, views=2, channels=6, grid=6, groups=1) -> JLADBank:
+def tiny_bank(images=6, views=2, channels=6, grid=6, groups=1) -> FeatureBank:
     generator = torch.Generator().manual_seed(1)
     base = torch.randn(images, channels, grid, grid, generator=generator)
     features, mappings = [], []
@@ -32,9 +33,9 @@ def tiny_bank(images=6, views=2, channels=6, grid=6, groups=1) -> JLADBank:
             shift = view  # view v is view 0 shifted by v cells to the left: view cell x reads view-0 cell x + v
             features.append(torch.roll(base[image], -shift, dims=2))
             mappings.append(pixel_grid(grid, grid) + torch.tensor([float(shift), 0.0]))
-    return JLADBank(torch.stack(features).half(), torch.stack(mappings), torch.arange(images) % groups,
-                    torch.full((images, 2), 100), [f"image{i}.png" for i in range(images)], views, 84,
-                    {"images": images})
+    return FeatureBank(features=torch.stack(features).half(), mappings=torch.stack(mappings),
+                       groups=torch.arange(images) % groups, shapes=torch.full((images, 2), 100),
+                       paths=[f"image{i}.png" for i in range(images)], views=views, size=84, meta={"images": images})
 
 
 def tiny_config(pretrain=2, stage=2, rounds=1, batch=2, steps_per_epoch=3):
@@ -308,3 +309,36 @@ def test_unknown_data_option_is_an_error_that_names_it():
     config["data"]["synthetic_batchh"] = 8
     with pytest.raises(Exception, match="synthetic_batchh"):
         build_experiment(config, bank=tiny_bank())
+
+
+def test_feature_bank_from_data_sources_is_cached_in_its_stored_layout(tmp_path, monkeypatch):
+    """Sources -> images -> frozen features of every view: the stored layout of every JLAD bank so far (banks already
+    on disk must stay readable), view 0's mapping the identity, and a second call loads the same bank."""
+    timm = pytest.importorskip("timm")
+    from PIL import Image
+
+    from corrmark.train.jlad import build_bank, collect_training_images
+
+    monkeypatch.setenv("CORRMARK_CACHE", str(tmp_path / "cache"))
+    for index, (category, height) in enumerate([("a", 40), ("a", 44), ("b", 48)]):
+        (tmp_path / "images" / category).mkdir(parents=True, exist_ok=True)
+        pixels = np.random.default_rng(index).integers(0, 255, (height, 52, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "images" / category / f"{index}.png")
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet18.pth"
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), weights)
+    config = JLADConfig(backbone="timm:resnet18", layers=[2], image_size=64, **TINY)
+    items = collect_training_images([{"dataset": "image-folder", "root": str(tmp_path / "images"),
+                                      "group": "@category"}], 0)
+    options = {"views": 2, "device": "cpu", "weights_files": {"timm:resnet18": str(weights)}, "progress": False}
+    bank = build_bank(config, items, **options)
+    (entry,) = (tmp_path / "cache" / "jlad_features").glob("*.pt")
+    assert list(torch.load(entry, weights_only=True)) == ["features", "mappings", "groups", "shapes", "paths", "views",
+                                                          "size", "meta"]
+    assert bank.features.shape[0] == 6 and bank.features.dtype == torch.float16 and bank.views == 2
+    assert bank.groups.tolist() == [0, 0, 1] and bank.meta["groups"] == ["image-folder/a", "image-folder/b"]
+    assert bank.shapes.tolist() == [[40, 52], [44, 52], [48, 52]] and bank.paths == [item.path for item in items]
+    grid = tuple(bank.mappings.shape[1:3])
+    torch.testing.assert_close(bank.mappings[bank.rows([0, 1, 2])], pixel_grid(*grid).expand(3, *grid, 2))
+    again = build_bank(config, items, **{**options, "weights_files": None})  # from the cache: no backbone needed
+    assert torch.equal(again.features, bank.features) and torch.equal(again.mappings, bank.mappings)

@@ -1,5 +1,9 @@
-"""Tests of corrmark.ops.warp: coordinate conventions, backward warping, field sampling, mapping algebra."""
+"""Tests of corrmark.ops.warp: coordinate conventions, backward warping, field sampling, mapping algebra, and the
+float32 full-resolution mappings built in chunks (their numbers, their sparse reading, their peak memory)."""
 
+import tracemalloc
+
+import numpy as np
 import pytest
 import torch
 from torch.autograd import gradcheck
@@ -18,6 +22,7 @@ from corrmark.ops import (
     sample_field,
     warp_backward,
 )
+from corrmark.ops.warp import UPSAMPLE_CHUNK_PIXELS, read_mapping_at, read_upsampled_mapping, upsample_mapping
 
 
 def identity(batch, height, width, dtype=torch.float32):
@@ -207,3 +212,83 @@ def test_resize_mapping_gradcheck():
     torch.manual_seed(5)
     mapping = torch.randn(1, 2, 3, 2, dtype=torch.float64, requires_grad=True)
     assert gradcheck(lambda m: resize_mapping(m, (5, 4), (2, 3), (8, 12)), (mapping,))
+
+
+# --- upsample_mapping / read_upsampled_mapping: resize_mapping's numbers, in bounded memory -----------------------
+
+UPSAMPLE_CASES = [  # (grid (h, w), output (H, W), values rescaled from grid to image, extrapolate)
+    ((1, 1), (5, 3), False, False), ((1, 6), (9, 40), True, True), ((4, 1), (37, 2), False, True),
+    ((7, 9), (38, 52), True, False), ((16, 16), (333, 257), True, False), ((16, 16), (333, 257), False, True),
+    ((24, 18), (3, 2), True, True),  # downsampling
+]
+
+
+def random_grid(grid_hw, seed=0) -> torch.Tensor:
+    return torch.randn(*grid_hw, 2, generator=torch.Generator().manual_seed(seed)) * 5 + 3
+
+
+@pytest.mark.parametrize("grid_hw, size_hw, rescale, extrapolate", UPSAMPLE_CASES)
+@pytest.mark.parametrize("chunk_pixels", [1, 97, UPSAMPLE_CHUNK_PIXELS])
+def test_upsample_mapping_is_resize_mapping_bit_for_bit(grid_hw, size_hw, rescale, extrapolate, chunk_pixels):
+    grid = random_grid(grid_hw)
+    values = (grid_hw, (45, 61)) if rescale else (None, None)
+    expected = resize_mapping(grid[None], size_hw, *values, extrapolate=extrapolate)[0].numpy()
+    upsampled = upsample_mapping(grid, size_hw, *values, extrapolate=extrapolate, chunk_pixels=chunk_pixels)
+    assert upsampled.dtype == np.float32 and upsampled.shape == (*size_hw, 2)
+    assert np.array_equal(upsampled, expected)
+
+
+@pytest.mark.parametrize("grid_hw, size_hw, rescale, extrapolate", UPSAMPLE_CASES)
+def test_read_upsampled_mapping_is_the_dense_read_bit_for_bit(grid_hw, size_hw, rescale, extrapolate):
+    grid = random_grid(grid_hw, seed=1)
+    values = (grid_hw, (45, 61)) if rescale else (None, None)
+    height, width = size_hw
+    rng = np.random.default_rng(2)
+    points = np.stack([rng.uniform(-0.5, width - 0.5, 200), rng.uniform(-0.5, height - 0.5, 200)], axis=1)
+    points[:6] = [[-0.5, -0.5], [width - 0.5, height - 0.5], [0, 0], [width - 1, height - 1], [-0.5, height - 0.5],
+                  [(width - 1) / 2, 0.25]]  # the edges and corners, where the dense path clamps
+    dense = upsample_mapping(grid, size_hw, *values, extrapolate=extrapolate)
+    sparse = read_upsampled_mapping(grid, size_hw, points, *values, extrapolate=extrapolate)
+    assert sparse.dtype == np.float64 and sparse.shape == (200, 2)
+    assert np.array_equal(sparse, read_mapping_at(dense, points))
+
+
+def test_read_upsampled_mapping_is_not_a_single_bilinear_read_of_the_grid():
+    """Why the sparse path computes the four pixels around a point: one read of the grid at the point is another
+    number wherever the flow bends inside the pixel (here a V-shaped flow bending at a cell centre)."""
+    grid = torch.tensor([[[0.0, 0.0], [10.0, 0.0], [0.0, 0.0]]])  # (1, 3, 2): x goes 0 -> 10 -> 0
+    point = np.array([[3.5, 0.0]])  # on a 1 x 8 image the middle cell's centre is x = 3.5, between pixels 3 and 4
+    sparse = read_upsampled_mapping(grid, (1, 8), point)
+    at_point = sample_field(grid[None], torch.tensor([[[1.0, 0.0]]]))[0, 0, 0].item()  # grid x of pixel 3.5: 1
+    assert sparse[0, 0] == read_mapping_at(upsample_mapping(grid, (1, 8)), point)[0, 0] == pytest.approx(8.125)
+    assert at_point == pytest.approx(10.0)  # pixels 3 and 4 read grid x 0.8125 and 1.1875: 8.125 each
+
+
+def test_upsample_mapping_checks_its_arguments():
+    with pytest.raises(ValueError, match="grid_mapping"):
+        upsample_mapping(torch.zeros(1, 4, 4, 2), (8, 8))
+    with pytest.raises(ValueError, match="both"):
+        upsample_mapping(torch.zeros(4, 4, 2), (8, 8), (4, 4), None)
+
+
+def traced_peak_beyond_output(size_hw) -> tuple[int, int]:
+    """(peak traced bytes minus the output's, output bytes) of one upsample_mapping call."""
+    grid = random_grid((24, 24))
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        output = upsample_mapping(grid, size_hw, (24, 24), (336, 336))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return peak - output.nbytes, output.nbytes
+
+
+def test_upsample_mapping_memory_beyond_the_output_does_not_grow_with_the_image():
+    # numpy allocations are traced; upsample_mapping does all its work in numpy. One chunk is 2**18 pixels x 2 x 4 B
+    # = 2 MB per temporary; the previous implementation held full-size float32 and float64 copies (3 x the output).
+    bound = 16 * 2**20
+    small_extra, small_output = traced_peak_beyond_output((750, 1000))
+    large_extra, large_output = traced_peak_beyond_output((3000, 4000))
+    assert large_output == 3000 * 4000 * 2 * 4 and small_output * 16 == large_output
+    assert small_extra < bound and large_extra < bound

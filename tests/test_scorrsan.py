@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from corrmark.data.keypoint_pairs import KeypointBank, RandomPairs, face_test_pairs
+from corrmark.cache import FeatureBank
+from corrmark.data.keypoint_pairs import RandomPairs, face_test_pairs
 from corrmark.errors import CheckpointError
 from corrmark.eval.interocular import InterOcularPCK
 from corrmark.losses.scorrsan import (dilate_mask, keypoint_mask, mask_positions, pseudo_label_loss,
@@ -195,9 +196,10 @@ def synthetic_bank(images=12, channels=16, grid=6, stride=4.0, keypoints=4, seed
         features.append(np.concatenate([signal, noise]))
         shifted = base_points - np.array([dx, dy], dtype=np.float32) * stride
         points.append(shifted)
-    return KeypointBank(torch.tensor(np.stack(features)).half(), torch.tensor(np.stack(points)),
-                        torch.full((images, 2), size, dtype=torch.int64), torch.zeros(images, dtype=torch.int64), 1,
-                        [f"img{i}" for i in range(images)], size, stride, {"synthetic": True})
+    return FeatureBank(features=torch.tensor(np.stack(features)).half(), points=torch.tensor(np.stack(points)),
+                       shapes=torch.full((images, 2), size, dtype=torch.int64),
+                       groups=torch.zeros(images, dtype=torch.int64), views=1, paths=[f"img{i}" for i in range(images)],
+                       size=size, stride=stride, meta={"synthetic": True})
 
 
 def make_trainer(variant, out_dir, steps=12, teacher=None):
@@ -312,6 +314,10 @@ def test_matcher_equals_the_feature_bank_path(tmp_path, monkeypatch):
     config = ScorrsanConfig(backbone="timm:resnet18", layers=[2], image_size=64, sce_kernel=3, channels=8)
     bank = build_keypoint_bank(items, config.backbone, config.layers, config.image_size, weights_files=weights_files,
                                progress=False)
+    (entry,) = (tmp_path / "cache" / "scorrsan_features").glob("*.pt")
+    # the stored layout of every SCorrSAN bank so far: banks already on disk must stay readable
+    assert list(torch.load(entry, weights_only=True)) == ["features", "points", "shapes", "groups", "views", "paths",
+                                                          "size", "stride", "meta"]
     head = ScorrsanHead(config, bank.channels, bank.stride)
     checkpoint = tmp_path / "final.pt"
     save_checkpoint(checkpoint, {"model": head.state_dict(), "config": {

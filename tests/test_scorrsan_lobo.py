@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from conftest import shared_path
-from corrmark.data.keypoint_pairs import (KeypointBank, resolve_breed, stanfordextra_breeds, stanfordextra_fold,
-                                          stanfordextra_images)
+from corrmark.cache import FeatureBank
+from corrmark.data.keypoint_pairs import resolve_breed, stanfordextra_breeds, stanfordextra_fold, stanfordextra_images
 from corrmark.errors import CorrmarkError, UnknownNameError
 
 BREEDS = ["Border_terrier", "golden_retriever", "Rhodesian_ridgeback", "Weimaraner"]
@@ -72,9 +72,10 @@ def test_training_data_banks_only_the_other_breeds(root, monkeypatch):
 
     def fake_bank(items, *args, **kwargs):
         points = torch.tensor(np.stack([item.points for item in items]), dtype=torch.float32)
-        return KeypointBank(torch.randn(len(items), 4, 4, 4).half(), points,
-                            torch.tensor([item.shape for item in items]), torch.zeros(len(items), dtype=torch.int64),
-                            1, [item.path for item in items], 56, 14.0, {})
+        return FeatureBank(features=torch.randn(len(items), 4, 4, 4).half(), points=points,
+                           shapes=torch.tensor([item.shape for item in items]),
+                           groups=torch.zeros(len(items), dtype=torch.int64), views=1,
+                           paths=[item.path for item in items], size=56, stride=14.0, meta={})
 
     monkeypatch.setattr(scorrsan, "build_keypoint_bank", fake_bank)
     data = {"dataset": "stanfordextra", "root": str(root), "held_out_breed": "Weimaraner", "batch_size": 8}

@@ -118,7 +118,7 @@ def test_resnet101_conv4_conv5_matcher_and_strict_checkpoint(resnet_weights, tmp
 
 
 def test_equal_source_scaling_unadapted_is_the_zero_shot_fused_descriptor(resnet_weights):
-    from corrmark.models.features import DescriptorExtractor
+    from corrmark.backbones.descriptors import DescriptorExtractor
 
     files = {"timm:resnet101": str(resnet_weights)}
     config = {"levels": [["timm:resnet101:3", "timm:resnet101:4"]], "image_size": 64, "kernel_sizes": [1],
@@ -155,3 +155,78 @@ def test_fallback_takes_the_frozen_match_where_the_head_is_unsure(resnet_weights
     assert not torch.allclose(adapted, frozen, atol=1e-3)
     assert torch.allclose(grid(fallback=1.01), frozen)  # no cosine reaches 1.01: every cell falls back
     assert torch.allclose(grid(fallback=1e-9), adapted)  # every best score is positive: no cell falls back
+
+
+# --- adaptation_convs: one convolution per level (the paper's, the default) or two ----------------------------------
+
+
+def test_adaptation_with_two_convolutions_shapes_keys_and_identity_start():
+    from corrmark.models.sfnet import Adaptation
+
+    torch.manual_seed(0)
+    one, two = Adaptation(16, 3, 0.1), Adaptation(16, 3, 0.1, convs=2)
+    assert list(one.state_dict()) == ["conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var",
+                                      "bn.num_batches_tracked"]  # every existing checkpoint's keys
+    assert {key.split(".")[0] for key in two.state_dict()} == {"conv_in", "bn_in", "conv", "bn"}
+    features = torch.randn(2, 16, 8, 8)
+    assert two(features).shape == features.shape
+    for layer in (Adaptation(16, 3, 0.0, convs=2).train(), Adaptation(16, 3, 0.0, convs=2).eval()):
+        assert torch.equal(layer(features), features)  # a zero residual scale: exactly the identity
+    near = Adaptation(16, 3, 1e-3, convs=2).eval()
+    assert 0 < (near(features) - features).abs().max() < 1e-2
+    assert torch.allclose(two.bn.weight, torch.full((16,), 0.1)) and torch.equal(two.bn_in.weight, torch.ones(16))
+    with pytest.raises(Exception, match="adaptation_convs"):
+        SFNetConfig(adaptation_convs=3)
+    with pytest.raises(Exception, match="adaptation_convs"):
+        SFNetConfig(adaptation_convs=True)
+
+
+def test_a_few_steps_lower_the_loss_with_two_convolutions():
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    head = tiny_head(adaptation_convs=2, kernel_sizes=[1, 1]).train()
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
+    source = random_levels(4, generator)
+    target = [torch.roll(level, shifts=2 if level.shape[-1] == 8 else 1, dims=-1)
+              + 1.5 * torch.randn(level.shape, generator=generator) for level in source]
+    mask_s = torch.zeros(4, 1, 8, 8)
+    mask_s[:, :, 2:6, 1:5] = 1
+    mask_t = torch.roll(mask_s, 2, dims=-1)
+    losses = []
+    for _ in range(25):
+        out = head(source, target)
+        loss = sfnet_loss(out["mapping_s2t"], out["mapping_t2s"], mask_s, mask_t)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert head.adaptations[0].conv_in.weight.grad.abs().sum() > 0
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:3])
+
+
+def test_two_convolution_checkpoint_round_trip_and_strict_mismatch(resnet_weights, tmp_path):
+    from corrmark import load_matcher
+    from corrmark.train import save_checkpoint
+
+    files = {"timm:resnet101": str(resnet_weights)}
+    config = {"levels": [["timm:resnet101:3"]], "image_size": 64, "kernel_sizes": [1], "adaptation_convs": 2}
+    torch.manual_seed(3)
+    head = SFNetHead(SFNetConfig(**config), [1024])
+    torch.nn.init.normal_(head.adaptations[0].bn.weight, std=1.0)  # far from the identity: the weights matter
+    checkpoint = save_checkpoint(tmp_path / "two.pt", {"model": head.state_dict(), "config": {"model": config}})
+    loaded = load_matcher("sfnet", checkpoint=str(checkpoint), weights_files=files)
+    assert loaded.config.adaptation_convs == 2 and loaded.describe()["adaptation_convs"] == 2
+    for key, value in head.state_dict().items():
+        assert torch.equal(loaded.head.state_dict()[key], value), key
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (48, 40, 3), dtype=np.uint8)
+    levels = loaded.features(loaded.preprocess.to_input(image))
+    assert torch.equal(loaded.head.adapt(levels)[0], head.eval().adapt(levels)[0])
+    one_conv = dict(config, adaptation_convs=1)
+    for state, stored in ((head.state_dict(), one_conv), (SFNetHead(SFNetConfig(**one_conv), [1024]).state_dict(),
+                                                          config)):
+        mismatch = save_checkpoint(tmp_path / "mismatch.pt", {"model": state, "config": {"model": stored}})
+        with pytest.raises(CheckpointError, match="conv_in"):
+            load_matcher("sfnet", checkpoint=str(mismatch), weights_files=files)
+    with pytest.raises(UnknownNameError, match="cannot change a trained SFNet"):
+        load_matcher("sfnet", checkpoint=str(checkpoint), weights_files=files, adaptation_convs=1)

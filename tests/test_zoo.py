@@ -45,7 +45,7 @@ def sfnet_checkpoint(path: Path) -> Path:
 
 
 def scorrsan_checkpoint(path: Path, mutual: bool = False, selected_head: int = 1) -> Path:
-    from corrmark.models.features import DescriptorExtractor, parse_backbone_spec
+    from corrmark.backbones.descriptors import DescriptorExtractor, parse_backbone_spec
     from corrmark.models.scorrsan import MutualHeads, ScorrsanConfig, ScorrsanHead
 
     config = ScorrsanConfig(backbone=BACKBONE, layers=[LAYER], image_size=SIZE, sce_kernel=3, channels=8)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .formats import read_annotation
 from .io import ImageLike, prepare_output_dir, read_image, write_json_atomic
 from .models.base import Matcher
 from .viz import blend, draw_matches, save_image, warp_image
@@ -27,13 +28,11 @@ def match_pair(matcher: Matcher, source: ImageLike, target: ImageLike, out_dir: 
     source_image, target_image = read_image(source), read_image(target)
     annotation = None
     if points_file is not None:  # read first: fail early on a bad file
-        from .formats import read_annotation
-
         annotation = read_annotation(points_file, source if isinstance(source, (str, os.PathLike)) else "")
     out_dir = prepare_output_dir(out_dir)  # after the inputs: a bad input leaves no empty folder behind
 
     mapping = matcher.estimate_mapping(source_image, target_image)
-    _save_npy(out_dir / "mapping.npy", mapping.astype(np.float32))
+    _save_npy(out_dir / "mapping.npy", np.asarray(mapping, dtype=np.float32))  # float32 already: no copy
     warped = warp_image(source_image, mapping)
     save_image(warped, out_dir / "warped_source.png")
     save_image(blend(target_image, warped), out_dir / "overlay.png")

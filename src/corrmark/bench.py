@@ -15,13 +15,20 @@ import multiprocessing
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from .cache import DescriptorCache
+from .data import open_dataset
+from .demo import examples_dir
 from .errors import CheckpointError, CorrmarkError, UnknownNameError
+from .io import read_image
+from .models import load_matcher
 from .provenance import machine_info
 
 DEFAULT_PRESETS = ("dinov2-block8", "best")  # the demo's two zero-shot matchers
@@ -54,8 +61,6 @@ class MatcherSpec:
             options["image_size"] = int(image_size)
         if self.factory is not None:
             return self.factory(device=device, **options)
-        from .models import load_matcher
-
         return load_matcher(self.name, checkpoint=self.checkpoint, device=device, **options)
 
 
@@ -77,8 +82,6 @@ def preset_spec(preset: str) -> MatcherSpec:
 
 def example_pairs(limit: int | None = None) -> list[dict]:
     """The bundled example pairs (``examples/pairs.json``): works offline on a fresh machine."""
-    from .demo import examples_dir
-
     folder = examples_dir()
     pairs = json.loads((folder / "pairs.json").read_text())["pairs"]
     chosen = [{"source": str(folder / pair["source"]), "target": str(folder / pair["target"]),
@@ -88,8 +91,6 @@ def example_pairs(limit: int | None = None) -> list[dict]:
 
 def pf_willow_pairs(root, limit: int | None = DEFAULT_PF_WILLOW_PAIRS) -> list[dict]:
     """``limit`` PF-WILLOW pairs spread evenly over the dataset (paths and annotated source keypoints)."""
-    from .data import open_dataset
-
     dataset = open_dataset("pf-willow", root, load_images=False)
     picked = _spread(list(range(len(dataset))), limit)
     pairs = []
@@ -172,8 +173,6 @@ def _child(sender, spec, pairs, size, repeats, device, threads) -> None:
     except CorrmarkError as error:
         outcome = {"error": str(error)}
     except Exception as error:  # reported to the parent in one line; the child's stderr has the traceback
-        import traceback
-
         traceback.print_exc()
         outcome = {"error": f"{type(error).__name__}: {error}"}
     sender.send(outcome)
@@ -184,10 +183,6 @@ def measure_matcher(spec: MatcherSpec, pairs: list[dict], size: int | None = Non
                     threads: int | None = None) -> dict:
     """Time one matcher in THIS process (``bench_matchers`` calls it in a fresh child); its peak RSS is this
     process's."""
-    import torch
-
-    from .io import read_image
-
     if threads:
         torch.set_num_threads(int(threads))
     matcher, fixed_size = _build(spec, device, size)
@@ -245,8 +240,6 @@ def _cold_seconds(matcher, call, *arguments) -> float:
 
 def _forget_descriptors(matcher) -> None:
     """Empty the per-image descriptor caches (``_cache``) of the matcher and of the objects it holds."""
-    from .cache import DescriptorCache  # imports torch, which this module loads lazily
-
     for owner in (matcher, *vars(matcher).values()):
         cache = getattr(owner, "_cache", None)
         if isinstance(cache, (DescriptorCache, dict)):
@@ -269,7 +262,7 @@ def peak_rss_mb() -> float:
         for line in status.read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
-    import resource
+    import resource  # POSIX only: imported where /proc is missing (macOS), never on Windows
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024

@@ -6,8 +6,8 @@ reused. Entries live under ``$CORRMARK_CACHE`` (default ``~/.cache/corrmark``), 
 (``sfnet_features``, ``scorrsan_features``, ``jlad_features``, ``c3_images``, ``weights``), so one kind can be cleared
 alone. Writes are atomic (temporary file + rename).
 
-``FrozenBank`` gives a bank class its stored form from a list of fields, so the three feature banks (SFNet, SCorrSAN,
-JLAD) differ only in what they hold.
+``FeatureBank`` is the one class of the feature banks (SFNet, SCorrSAN, JLAD): the frozen features of every image and
+view plus the named tensors and values each method adds (masks, mappings, keypoints, ...), stored as one entry.
 
 ``DescriptorCache`` is the in-memory counterpart used at inference: the descriptors of recently seen images, kept by
 the matchers because benchmarks and image folders reuse each image in many pairs.
@@ -23,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from .checkpoints import save_checkpoint  # the atomic writer every checkpoint uses
 
 CACHE_ENV = "CORRMARK_CACHE"
 
@@ -50,29 +52,69 @@ def load_or_build(kind: str, key: str, build: Callable[[], dict], cache: bool = 
         return torch.load(path, weights_only=True)
     state = build()
     if cache:
-        from .train.checkpoint import save_checkpoint  # the atomic writer every checkpoint uses
-
         save_checkpoint(path, state)
     return state
 
 
-class FrozenBank:
-    """Base of the feature banks: ``FIELDS`` names the constructor arguments in order, which are also the keys of the
-    stored dict; ``JSON_FIELDS`` (lists, dicts) are stored as JSON text so the dict loads with ``weights_only=True``."""
+class FeatureBank:
+    """Frozen features of ``N`` images in ``V`` views each, with named fields; row ``i * V + v`` of a per-view tensor
+    belongs to image ``i``, view ``v``.
 
-    FIELDS: tuple[str, ...] = ()
-    JSON_FIELDS: frozenset[str] = frozenset()
+    Every bank has ``groups`` (N,) int64 (pairs are drawn inside a group), ``views`` V and ``meta`` (a JSON-able dict:
+    the cache key, group names, timings). The other fields are the method's, read as attributes (``bank.masks``):
+
+    - SFNet: ``levels`` (list of (N * V, C_l, h_l, w_l) float16), ``masks`` (N * V, 1, h, w) float16;
+    - JLAD: ``features`` (N * V, C, h, w) float16, ``mappings`` (N * V, h, w, 2) (view grid -> view 0 grid),
+      ``shapes`` (N, 2) original (H, W), ``paths``, ``size`` (square input side);
+    - SCorrSAN: ``features``, ``points`` (N * V, K, 2) float32 square-input pixels (NaN = not annotated), ``shapes``,
+      ``paths``, ``size``, ``stride``.
+
+    The stored dict holds the fields under their names in the order given to the constructor (existing cache entries
+    load unchanged), ``paths`` and ``meta`` as JSON text so that it loads with ``weights_only=True``.
+    """
+
+    REQUIRED = ("groups", "views", "meta")
+    JSON_FIELDS = frozenset({"paths", "meta"})
+
+    def __init__(self, **fields):
+        missing = [name for name in self.REQUIRED if name not in fields]
+        if missing:
+            raise TypeError(f"a feature bank needs {', '.join(missing)}")
+        fields["views"] = int(fields["views"])
+        if "paths" in fields:
+            fields["paths"] = list(fields["paths"])
+        self.fields = fields
+
+    def __getattr__(self, name: str):
+        fields = self.__dict__.get("fields", {})  # absent while unpickling
+        if name in fields:
+            return fields[name]
+        raise AttributeError(f"this feature bank has no field {name!r}; it has {', '.join(fields)}")
+
+    @property
+    def images(self) -> int:
+        return len(self.fields["groups"])
+
+    @property
+    def channels(self) -> int:
+        """Channels of ``features``."""
+        return int(self.fields["features"].shape[1])
+
+    def rows(self, images, views=None) -> torch.Tensor:
+        """Rows of ``images`` in ``views`` (default view 0)."""
+        images = torch.as_tensor(images, dtype=torch.int64)
+        views = torch.zeros_like(images) if views is None else torch.as_tensor(views, dtype=torch.int64)
+        return images * self.views + views
 
     def state(self) -> dict:
-        return {name: json.dumps(getattr(self, name)) if name in self.JSON_FIELDS else getattr(self, name)
-                for name in self.FIELDS}
+        return {name: json.dumps(value) if name in self.JSON_FIELDS else value for name, value in self.fields.items()}
 
     @classmethod
-    def from_state(cls, state: dict):
-        return cls(*(json.loads(state[name]) if name in cls.JSON_FIELDS else state[name] for name in cls.FIELDS))
+    def from_state(cls, state: dict) -> FeatureBank:
+        return cls(**{name: json.loads(value) if name in cls.JSON_FIELDS else value for name, value in state.items()})
 
     @classmethod
-    def load_or_build(cls, kind: str, key: str, build: Callable[[], FrozenBank], cache: bool = True):
+    def load_or_build(cls, kind: str, key: str, build: Callable[[], FeatureBank], cache: bool = True) -> FeatureBank:
         """The cached bank of ``key``, or ``build()`` stored under it."""
         return cls.from_state(load_or_build(kind, key, lambda: build().state(), cache))
 

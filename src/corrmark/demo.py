@@ -18,9 +18,12 @@ from tqdm import tqdm
 
 from .bundled import bundled_dir
 from .errors import CorrmarkError, DatasetError, UnknownNameError
+from .eval.landmark_detection import detect_landmarks
 from .eval.pck import pck_per_pair, threshold_length
 from .io import read_image
+from .models import load_matcher
 from .viz import Report, blend, colour, draw_matches, draw_points, line_plot_svg, save_image, warp_image, with_legend
+from .zoo import list_zoo, load_zoo_landmarks, load_zoo_matcher
 
 # Zero-shot matchers the demo shows: key (for --matchers) -> (label, load_matcher("nn", ...) options).
 ZERO_SHOT = {
@@ -93,8 +96,6 @@ def _first_pairs(all_pairs: list, limit: int | None) -> list:
 
 
 def _zoo_entries(notes: list) -> list:
-    from .zoo import list_zoo
-
     try:
         return list_zoo()
     except CorrmarkError as error:  # no zoo is a normal state of a fresh install: show zero-shot only
@@ -121,8 +122,6 @@ def _candidates(names: list[str] | None, trained: bool, entries: list, notes: li
 
 def _zero_shot_builder(options: dict) -> Callable:
     def build(device):
-        from .models import load_matcher
-
         return load_matcher("nn", device=device, **options)
 
     return build
@@ -135,8 +134,6 @@ def _trained_candidate(entry, notes: list) -> DemoMatcher | None:
         return None
 
     def build(device):
-        from .zoo import load_zoo_matcher
-
         return load_zoo_matcher(entry.name, device=device)
 
     return DemoMatcher(entry.name, f"trained: {entry.name} ({entry.method})", "trained", build, entry)
@@ -229,9 +226,6 @@ def _images_of_category(document: dict, category: str | None) -> list[str]:
 
 
 def _draw_landmarks(entry, images: list[str], examples: Path, out_dir: Path, device, notes: list) -> list:
-    from .eval.landmark_detection import detect_landmarks
-    from .zoo import load_zoo_landmarks
-
     try:
         model = load_zoo_landmarks(entry.name, device=device)
     except CorrmarkError as error:

@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # torch is imported only where tensors are used
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, "torch.Tensor"]
 
+# File name endings taken as images when a folder is listed (image-folder datasets, propagate).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 EXIF_ORIENTATION = 0x0112  # the EXIF tag; values 5-8 turn the image by 90 degrees
 ROTATED_ORIENTATIONS = (5, 6, 7, 8)
 # full-scale value of Pillow's high-bit-depth modes (mode "I" holds 16-bit PNGs as well as 32-bit TIFFs: see

@@ -5,14 +5,11 @@ from __future__ import annotations
 import os
 import platform
 
+import torch
+
 
 def machine_info() -> dict:
-    """Platform, processor, CPU count, Python and torch versions and torch's thread count.
-
-    torch is imported here, not at module level, so that light modules (``corrmark.bench``) stay light to import.
-    """
-    import torch
-
+    """Platform, processor, CPU count, Python and torch versions and torch's thread count."""
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "cpu_threads": torch.get_num_threads(), "python": platform.python_version(),
             "torch": torch.__version__}

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .backbones._weights import DOWNLOAD_ENV, download_allowed
 from .bundled import bundled_dir
+from .cache import cache_dir
 from .config import load_yaml
 from .errors import CheckpointError, CorrmarkError, UnknownNameError
+from .models import LANDMARK_MODELS, MATCHERS, load_landmark_model, load_matcher
+from .train.export import file_sha256
 
 INDEX_NAME = "zoo.yaml"
-METHODS = ("sfnet", "scorrsan", "jlad", "c3")
 KINDS = ("matcher", "landmarks")
 REQUIRED_FIELDS = ("name", "method", "kind", "file", "config", "data", "train_minutes", "metrics", "notes")
 
@@ -51,9 +55,19 @@ class ZooEntry:
     @property
     def downloaded_path(self) -> Path:
         """Where a download of the weights is kept: ``$CORRMARK_CACHE/zoo/<file>``."""
-        from .cache import cache_dir
-
         return cache_dir("zoo") / self.file
+
+
+def trained_methods() -> tuple[str, ...]:
+    """The methods a zoo entry can hold: every registered matcher with trained weights and every landmark model."""
+    trained = {entry.name for entry in MATCHERS.entries() if entry.info["trained"]}
+    return tuple(sorted(trained | set(LANDMARK_MODELS)))
+
+
+def __getattr__(name: str):
+    if name == "METHODS":  # read from the registries when asked, so a method registered later is allowed too
+        return trained_methods()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def zoo_dir() -> Path:
@@ -91,16 +105,12 @@ def zoo_entry(name: str, folder: str | os.PathLike | None = None) -> ZooEntry:
 def load_zoo_matcher(name: str, device="cpu", folder: str | os.PathLike | None = None, **options):
     """The Matcher of a zoo entry (its method's ``load_matcher`` on the entry's weights, with the entry's
     ``options``; ``options`` given here override them)."""
-    from .models import load_matcher
-
     return _load_entry(load_matcher, zoo_entry(name, folder), device, options)
 
 
 def load_zoo_landmarks(name: str, device="cpu", folder: str | os.PathLike | None = None, **options):
     """The LandmarkModel of a zoo entry (its method's ``load_landmark_model`` on the entry's weights, with the
     entry's ``options``; ``options`` given here override them)."""
-    from .models import load_landmark_model
-
     return _load_entry(load_landmark_model, zoo_entry(name, folder), device, options)
 
 
@@ -112,8 +122,6 @@ def _load_entry(loader, entry: ZooEntry, device, options: dict):
 
 def check_zoo_entry(entry: ZooEntry, device="cpu") -> str:
     """Load an entry through its loader: "loads", or "error: <one line>" (for ``corrmark zoo --check``)."""
-    from .models import load_landmark_model, load_matcher
-
     try:
         _load_entry(load_landmark_model if entry.kind == "landmarks" else load_matcher, entry, device, {})
     except CorrmarkError as error:
@@ -131,8 +139,6 @@ def checked_weights(entry: ZooEntry) -> Path:
                                   f"(export it with: corrmark export runs/{entry.name}/final.pt {entry.path})")
         _download(entry)
     if entry.sha256:
-        from .train.export import file_sha256
-
         found = file_sha256(path)
         if found != entry.sha256.lower():
             raise CheckpointError(f"zoo model '{entry.name}': {path} has sha256 {found}, the index says "
@@ -142,10 +148,6 @@ def checked_weights(entry: ZooEntry) -> Path:
 
 def _download(entry: ZooEntry) -> None:
     """Fetch ``entry.url`` into the cache (atomically; the caller checks the sha256). Offline unless allowed."""
-    import urllib.request
-
-    from .backbones._weights import DOWNLOAD_ENV, download_allowed
-
     if not download_allowed():
         raise CheckpointError(f"zoo model '{entry.name}': weights not here; set {DOWNLOAD_ENV}=1 to download them "
                               f"from {entry.url}, or put the file at {entry.path}")
@@ -168,7 +170,7 @@ def _entry(record, folder: Path, index_path: Path) -> ZooEntry:
     missing = [key for key in REQUIRED_FIELDS if key not in record]
     if missing:
         raise CorrmarkError(f"{index_path}: entry '{label}' lacks {', '.join(missing)}")
-    for key, allowed in (("method", METHODS), ("kind", KINDS)):
+    for key, allowed in (("method", trained_methods()), ("kind", KINDS)):
         if record[key] not in allowed:
             raise CorrmarkError(f"{index_path}: entry '{label}' has {key} {record[key]!r}; "
                                 f"allowed: {', '.join(allowed)}")

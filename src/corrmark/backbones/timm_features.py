@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, CorrmarkError, UnknownNameError
+from ..registry import register_backbone
 from ._weights import StateDict, check_state_dict, one_line, read_state_dict, require_download_allowed
 from .base import Backbone, FeatureSpec, check_layers
 
@@ -36,6 +37,7 @@ class TimmFeatureBackbone(Backbone):
         return dict(zip(self.feature_specs, self.model(normalised)))
 
 
+@register_backbone("timm:", prefix=True)
 def build_timm_backbone(model_name: str, layers: Sequence[int] | None = None, weights: str | None = None,
                         name: str | None = None, state: StateDict | None = None) -> TimmFeatureBackbone:
     """``timm:<model_name>`` with weights from ``state`` (already read), the file ``weights``, or timm's hub."""
@@ -59,7 +61,7 @@ def build_timm_backbone(model_name: str, layers: Sequence[int] | None = None, we
 
 def check_model_name(model_name: str) -> None:
     """UnknownNameError unless timm knows ``model_name`` (a pretrained tag like ``resnet50.a1_in1k`` is allowed)."""
-    import timm
+    import timm  # ~8 s to import: only when a network is built or a name checked
 
     if not timm.is_model(model_name):
         raise UnknownNameError(f"unknown timm model {model_name!r} (see timm.list_models())")
@@ -67,7 +69,7 @@ def check_model_name(model_name: str) -> None:
 
 def create_timm_model(model_name: str, **kwargs) -> nn.Module:
     """``timm.create_model``, an unknown name raising UnknownNameError."""
-    import timm
+    import timm  # ~8 s to import: only when a network is built or a name checked
 
     check_model_name(model_name)
     return timm.create_model(model_name, **kwargs)

@@ -5,21 +5,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..api import match_pair
+from ..bench import DEFAULT_PF_WILLOW_PAIRS, DEFAULT_PRESETS, format_row, run_bench
+from ..config import load_config_file
+from ..data import PAIR_DATASETS, open_dataset
+from ..data.subset import every_kth
 from ..errors import CorrmarkError
+from ..eval.experiment import PROTOCOL_DEFAULTS, protocol_of, resolve_eval_experiment
+from ..eval.runner import evaluate_matcher, format_pck_table
 from ..formats import VISIBLE_THRESHOLD
-from .options import (add_device_option, add_matcher_options, command_line, given, library_default,
-                      matcher_from_args, matcher_options, write_result)
+from ..models import load_matcher
+from ..propagate import merge_shard_files, propagate_keypoints, read_annotation, read_coco_context
+from ..train.distributed import DistributedSetup, device_for
+from .options import (add_device_option, add_matcher_options, given, library_default, matcher_from_args,
+                      matcher_options, parse_eyes, write_result)
 
 
 # --- eval -------------------------------------------------------------------------------------------------------------
 
 
 def add_eval_parser(commands) -> None:
-    from ..eval.experiment import PROTOCOL_DEFAULTS as protocol
-
+    protocol = PROTOCOL_DEFAULTS
     evaluate = commands.add_parser("eval", help="PCK of a matcher on a benchmark")
-    evaluate.add_argument("dataset", nargs="?", default=None,
-                          help="pf-willow, pf-pascal, spair-71k, tss, caltech-101, stanfordextra, pairs-file")
+    evaluate.add_argument("dataset", nargs="?", default=None, help=f"one of: {', '.join(PAIR_DATASETS)}")
     evaluate.add_argument("--config", default=None, help="experiment YAML (configs/); command-line values override it")
     evaluate.add_argument("--root", default=None, help="dataset folder (or the pairs file for pairs-file)")
     evaluate.add_argument("--split", default=None, help="dataset split (e.g. test; pf-willow: all|train|test)")
@@ -33,6 +41,14 @@ def add_eval_parser(commands) -> None:
     evaluate.add_argument("--resolution", default=None,
                           help=f"'{protocol['resolution']}' (default) or R: measure on RxR images")
     evaluate.add_argument("--limit", type=int, default=None, help="evaluate the first N pairs only")
+    evaluate.add_argument("--every", type=int, default=None,
+                          help="score every K-th pair only (PF-WILLOW lists its pairs by subclass: a stratified "
+                               "subset)")
+    evaluate.add_argument("--breeds", nargs="+", default=None,
+                          help="stanfordextra: only the pairs within these breeds (e.g. a held-out breed)")
+    evaluate.add_argument("--eyes", default=None,
+                          help="faces (aflw-pairs): also the PCK with the inter-ocular threshold, the distance "
+                               "between these two keypoints, e.g. 0,1")
     evaluate.add_argument("--json", default=None, help="write the result here")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     add_matcher_options(evaluate)
@@ -40,29 +56,27 @@ def add_eval_parser(commands) -> None:
 
 
 def run_eval(args) -> int:
-    from .. import load_matcher
-    from ..config import load_config_file
-    from ..data import open_dataset
-    from ..eval.experiment import protocol_of, resolve_eval_experiment
-    from ..eval.runner import evaluate_matcher, format_pck_table
-
     overrides = {
         "dataset": args.dataset, "root": args.root, "split": args.split, "matcher": args.matcher,
         "checkpoint": args.checkpoint, "matcher_options": matcher_options(args),
         "protocol": {"direction": args.direction, "threshold": args.threshold, "averaging": args.averaging,
                      "alphas": args.alphas, "resolution": _resolution(args.resolution)},
+        "dataset_options": {"breeds": args.breeds}, "every": args.every, "eyes": parse_eyes(args.eyes),
     }
     experiment = resolve_eval_experiment(load_config_file(args.config) if args.config else None, overrides)
     protocol = protocol_of(experiment)
-    dataset = open_dataset(experiment["dataset"], experiment["root"], split=experiment["split"])
+    dataset = open_dataset(experiment["dataset"], experiment["root"], split=experiment["split"],
+                           **experiment["dataset_options"])
+    if experiment["every"]:
+        dataset = every_kth(dataset, experiment["every"])
     spec = experiment["matcher"]
     matcher = load_matcher(spec["name"], checkpoint=spec["checkpoint"], device=args.device, **spec["options"])
-    result = evaluate_matcher(matcher, dataset, protocol, limit=args.limit, progress=not args.quiet)
-    result["config"] = args.config
-    result["experiment"] = experiment
-    result["command"] = command_line(args)
+    eyes = tuple(experiment["eyes"]) if experiment["eyes"] else None
+    result = evaluate_matcher(matcher, dataset, protocol, limit=args.limit, progress=not args.quiet, eyes=eyes)
     print(format_pck_table(result))
-    write_result(args, result)
+    metrics = {key: value for key, value in result.items() if key not in ("protocol", "machine")}
+    write_result(args, metrics, protocol=result["protocol"], model=spec, config=args.config,
+                 extra={"experiment": experiment})
     return 0
 
 
@@ -89,8 +103,6 @@ def add_match_parser(commands) -> None:
 
 
 def run_match(args) -> int:
-    from ..api import match_pair
-
     summary = match_pair(matcher_from_args(args), args.source, args.target, args.out, points_file=args.points)
     for key, value in summary.items():
         print(f"{key}: {value}")
@@ -101,8 +113,6 @@ def run_match(args) -> int:
 
 
 def add_propagate_parser(commands) -> None:
-    from ..propagate import propagate_keypoints
-
     category = library_default(propagate_keypoints, "category")
     propagate = commands.add_parser("propagate", help="transfer keypoints from annotated images to a folder (COCO)")
     propagate.add_argument("images_dir", nargs="?", default=None, metavar="IMAGES_DIR")
@@ -124,32 +134,81 @@ def add_propagate_parser(commands) -> None:
                                 f"default {VISIBLE_THRESHOLD}")
     propagate.add_argument("--image-url-prefix", default=None,
                            help="Label Studio: data.image = PREFIX + file name (e.g. /data/local-files/?d=dogs/)")
+    propagate.add_argument("--workers", type=int, default=None,
+                           help=f"processes that decode the next images while one is matched (default "
+                                f"{library_default(propagate_keypoints, 'workers')}: read in turn)")
+    propagate.add_argument("--batch-size", type=int, default=None,
+                           help=f"images a --workers process decodes at a time (default "
+                                f"{library_default(propagate_keypoints, 'batch_size')})")
+    propagate.add_argument("--shard", default=None, metavar="RANK/WORLD",
+                           help="propagate only shard RANK of WORLD (e.g. 0/4, one job per machine) to "
+                                "OUT.shard-RANK-of-WORLD.json; join them with propagate-merge. Under torchrun the "
+                                "shards are made and merged without it")
     propagate.add_argument("--quiet", action="store_true", help="no progress bar")
     add_matcher_options(propagate)
     propagate.set_defaults(handler=run_propagate)
+    _add_propagate_merge_parser(commands)
+
+
+def _add_propagate_merge_parser(commands) -> None:
+    merge = commands.add_parser("propagate-merge",
+                                help="merge the OUT.shard-RANK-of-WORLD.json files of a sharded propagate into OUT")
+    merge.add_argument("out", metavar="OUT", help="the --out of the sharded propagate runs")
+    merge.add_argument("--format", choices=["coco", "label-studio"], default="coco", help="as given to propagate")
+    merge.add_argument("--image-url-prefix", default="", help="Label Studio: as given to propagate")
+    merge.set_defaults(handler=run_propagate_merge)
 
 
 def run_propagate(args) -> int:
-    from ..propagate import propagate_keypoints, read_annotation, read_coco_context
-
     images_dir = _propagate_images_dir(args)
     if len(args.points) not in (1, len(args.annotated)):
         raise CorrmarkError(f"give one --points file, or one per --annotated image ({len(args.annotated)})")
     points_files = args.points if len(args.points) > 1 else args.points * len(args.annotated)
     annotations = [read_annotation(points, image) for points, image in zip(points_files, args.annotated)]
-    coco_out, label_studio = args.out, None
-    if args.format == "label-studio":  # the COCO document stays beside it: it is what a later run resumes
-        coco_out, label_studio = str(Path(args.out).with_suffix("")) + ".coco.json", args.out
+    coco_out, label_studio = _propagate_outputs(args)
+    shard = _shard(args.shard)  # before the matcher loads: a typo fails at once
+    setup = DistributedSetup.from_environment()  # under torchrun: --device cuda is this process's GPU
+    if setup is not None:
+        args.device = str(device_for(args.device, setup))
     summary = propagate_keypoints(
         matcher_from_args(args), [(image, points, visible) for image, (points, visible, _) in
                                   zip(args.annotated, annotations)],
         images_dir, coco_out, gallery_dir=args.gallery, resume=not args.no_resume, progress=not args.quiet,
         keypoint_names=annotations[0][2], recursive=args.recursive, coco=read_coco_context(points_files[0]),
-        label_studio=label_studio, **given(category=args.category, visible_threshold=args.visible_threshold,
-                                           image_url_prefix=args.image_url_prefix))
-    for key, value in summary.items():
+        label_studio=label_studio, shard=shard,
+        **given(category=args.category, visible_threshold=args.visible_threshold,
+                image_url_prefix=args.image_url_prefix, workers=args.workers, batch_size=args.batch_size))
+    if setup is None or setup.is_main:  # rank 0 reports the merged output
+        for key, value in summary.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def run_propagate_merge(args) -> int:
+    coco_out, label_studio = _propagate_outputs(args)
+    for key, value in merge_shard_files(coco_out, label_studio, args.image_url_prefix).items():
         print(f"{key}: {value}")
     return 0
+
+
+def _propagate_outputs(args) -> tuple[str, str | None]:
+    """(COCO document, Label Studio predictions or None) of --out and --format."""
+    if args.format == "label-studio":  # the COCO document stays beside it: it is what a later run resumes
+        return str(Path(args.out).with_suffix("")) + ".coco.json", args.out
+    return args.out, None
+
+
+def _shard(text: str | None) -> tuple[int, int] | None:
+    """'RANK/WORLD' -> (rank, world)."""
+    if text is None:
+        return None
+    try:
+        rank, world_size = (int(value) for value in text.split("/"))
+    except ValueError:
+        rank, world_size = -1, 0
+    if not 0 <= rank < world_size:
+        raise CorrmarkError(f"--shard takes RANK/WORLD with 0 <= RANK < WORLD, e.g. 0/4, got '{text}'")
+    return rank, world_size
 
 
 def _propagate_images_dir(args) -> str:
@@ -167,8 +226,6 @@ def _propagate_images_dir(args) -> str:
 
 
 def add_bench_parser(commands) -> None:
-    from ..bench import DEFAULT_PF_WILLOW_PAIRS, DEFAULT_PRESETS, run_bench
-
     bench = commands.add_parser("bench", help="seconds per pair and peak memory per matcher and image size (JSON)")
     bench.add_argument("--matcher", nargs="+", default=None, metavar="NAME[:CHECKPOINT]",
                        help="matchers to measure, e.g. nn sfnet:runs/sfnet_cub/final.pt")
@@ -190,11 +247,11 @@ def add_bench_parser(commands) -> None:
 
 
 def run_bench_command(args) -> int:
-    from ..bench import format_row, run_bench
-
     report = (lambda row: None) if args.quiet else (lambda row: print(format_row(row), flush=True))
     result = run_bench(args.matcher, args.preset, args.sizes, args.pairs, args.pf_willow, device=args.device,
                        threads=args.threads, report=report, **given(repeats=args.repeats))
-    result["command"] = command_line(args)
-    write_result(args, result)
+    protocol = {"pairs_from": result["pairs_from"], "pairs": result["pairs"], "threads": args.threads,
+                "repeats": args.repeats or library_default(run_bench, "repeats"), "device": args.device}
+    write_result(args, result, protocol=protocol,
+                 model={"matchers": args.matcher, "presets": args.preset, "sizes": args.sizes})
     return 0

@@ -5,6 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tqdm import tqdm
+
+from ..demo import run_demo
+from ..train import DistributedSetup, load_config, run_config, seeded_config
+from ..train.export import export_weights, file_sha256
+from ..zoo import check_zoo_entry, list_zoo, zoo_dir
 from .options import add_device_option, given, library_default
 
 
@@ -24,8 +30,6 @@ def add_train_parser(commands) -> None:
 
 
 def run_train(args) -> int:
-    from ..train import DistributedSetup, load_config, run_config, seeded_config
-
     config, out_dir = load_config(args.config, args.set or ()), args.out
     if args.seed is not None:  # a repeat of the experiment with another seed, in its own folder
         config = seeded_config(config, args.seed)
@@ -38,8 +42,6 @@ def run_train(args) -> int:
 
 
 def add_demo_parser(commands) -> None:
-    from ..demo import run_demo
-
     demo = commands.add_parser("demo", help="zero-shot and trained matchers on the bundled pairs: an HTML report")
     demo.add_argument("--out", default=None,
                       help=f"output folder (default: {library_default(run_demo, 'out_dir')})")
@@ -53,8 +55,6 @@ def add_demo_parser(commands) -> None:
 
 
 def run_demo_command(args) -> int:
-    from ..demo import run_demo
-
     report = run_demo(device=args.device, progress=not args.quiet, pairs=args.pairs, matchers=args.matchers,
                       trained=not args.no_trained, **given(out_dir=args.out))
     print(f"demo report: {report.resolve()}")
@@ -69,8 +69,6 @@ def add_export_parser(commands) -> None:
 
 
 def run_export(args) -> int:
-    from ..train.export import export_weights, file_sha256
-
     written = export_weights(args.checkpoint, args.out)
     print(f"weights-only export: {written} ({written.stat().st_size / 1e6:.1f} MB, sha256 {file_sha256(written)})")
     return 0
@@ -86,10 +84,6 @@ def add_zoo_parser(commands) -> None:
 
 
 def run_zoo(args) -> int:
-    from tqdm import tqdm
-
-    from ..zoo import check_zoo_entry, list_zoo, zoo_dir
-
     folder = args.folder or zoo_dir()
     entries = list_zoo(folder)
     print(f"model zoo: {Path(folder).resolve()}")

@@ -9,6 +9,11 @@ import shlex
 
 from ..device import AUTO
 from ..errors import CorrmarkError
+from ..eval.records import record_result
+from ..models import available_matchers, load_matcher
+from ..models.zero_shot import NNMatcherConfig
+
+DEFAULT_MATCHER = "nn"  # the zero-shot matcher: needs no weights
 
 DEVICE_HELP = "auto (default: the first CUDA GPU when there is one, else cpu), cpu, cuda or cuda:N"
 
@@ -28,10 +33,10 @@ def given(**values) -> dict:
 
 
 def add_matcher_options(parser: argparse.ArgumentParser) -> None:
-    from ..models.zero_shot import NNMatcherConfig
-
     group = parser.add_argument_group("matcher")
-    group.add_argument("--matcher", default=None, help="matcher name (default: nn, the zero-shot matcher)")
+    group.add_argument("--matcher", default=None,
+                       help=f"matcher: {', '.join(available_matchers())} (default: {DEFAULT_MATCHER}, the zero-shot "
+                            f"matcher)")
     group.add_argument("--checkpoint", default=None, help="trained weights for a trained matcher")
     group.add_argument("--preset", default=None,
                        help="named zero-shot settings for the nn matcher: dinov2-block8 or best (options below override)")
@@ -79,9 +84,8 @@ def matcher_options(args) -> dict:
 
 
 def matcher_from_args(args):
-    from .. import load_matcher
-
-    return load_matcher(args.matcher or "nn", checkpoint=args.checkpoint, device=args.device, **matcher_options(args))
+    return load_matcher(args.matcher or DEFAULT_MATCHER, checkpoint=args.checkpoint, device=args.device,
+                        **matcher_options(args))
 
 
 def command_line(args) -> str:
@@ -89,10 +93,21 @@ def command_line(args) -> str:
     return "corrmark " + shlex.join(args.argv)
 
 
-def write_result(args, result: dict) -> None:
-    """``--json``: write the result there and say so."""
-    from ..io import write_json_atomic
-
+def write_result(args, metrics: dict, *, protocol, model, config=None, extra: dict | None = None) -> None:
+    """``--json``: write the result record there (``corrmark.eval.records.record_result``, metrics at the top level,
+    with this command line) and say so."""
     if args.json:
-        write_json_atomic(args.json, result)
+        record_result(args.json, metrics, protocol, model, command_line(args), config=config, extra=extra,
+                      metrics_key=None)
         print(f"wrote {args.json}")
+
+
+def parse_eyes(text: str | None) -> tuple[int, int] | None:
+    """``"0,1"`` -> ``(0, 1)``: the two eye keypoints of the inter-ocular length (None: not given)."""
+    if text is None:
+        return None
+    try:
+        first, second = (int(part) for part in text.split(","))
+    except ValueError:
+        raise CorrmarkError(f"--eyes takes two keypoint indices like 0,1, got {text!r}") from None
+    return first, second

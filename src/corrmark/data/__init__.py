@@ -1,14 +1,16 @@
 """Dataset loaders: image-pair benchmarks (sequences of ``PairSample``) and image collections (``ImageSample``).
 
 ``open_dataset(name, root, split=None, **options)`` opens a pair dataset by name; ``open_image_dataset`` an image
-collection. Paths always come from the caller; nothing is assumed about where data lives. Every loader checks its root
-and the files its annotations reference when it is constructed and raises one ``DatasetError`` line naming the first
-missing file. All keypoints are 0-based pixel (x, y) (1-based files are converted once, on reading).
+collection. Each name is registered beside its loader class (``@register_pair_dataset`` /
+``@register_image_dataset`` of ``corrmark.registry``); ``PAIR_DATASETS`` and ``IMAGE_DATASETS`` are those
+registries. Paths always come from the caller; nothing is assumed about where data lives. Every loader checks its
+root and the files its annotations reference when it is constructed and raises one ``DatasetError`` line naming the
+first missing file. All keypoints are 0-based pixel (x, y) (1-based files are converted once, on reading).
 """
 
 from __future__ import annotations
 
-from ..errors import UnknownNameError
+from ..registry import IMAGE_DATASETS, PAIR_DATASETS
 from .base import ImageDataset, ImageSample, PairDataset, PairSample
 from .caltech import Caltech101
 from .flo import flow_to_mapping, read_flo, write_flo
@@ -21,33 +23,15 @@ from .spair import SPair71k
 from .stanfordextra import StanfordExtra
 from .tss import TSS
 
-PAIR_DATASETS = {
-    "pf-willow": PFWillow,
-    "pf-pascal": PFPascal,
-    "spair-71k": SPair71k,
-    "tss": TSS,
-    "caltech-101": Caltech101,
-    "stanfordextra": StanfordExtra,
-    "pairs-file": PairsFile,
-}
-IMAGE_DATASETS = {"image-folder": ImageFolder, "mtfl": MTFL, "cub-unlabeled": CUBUnlabeled}
-
 
 def open_dataset(name: str, root, split=None, **options) -> PairDataset:
     """Open the pair dataset ``name`` (one of ``PAIR_DATASETS``) at ``root``; ``options`` go to its loader."""
-    return _lookup(name, PAIR_DATASETS, "pair dataset")(root, split, **options)
+    return PAIR_DATASETS[name](root, split, **options)
 
 
 def open_image_dataset(name: str, root, split=None, **options) -> ImageDataset:
     """Open the image collection ``name`` (one of ``IMAGE_DATASETS``) at ``root``."""
-    return _lookup(name, IMAGE_DATASETS, "image dataset")(root, split, **options)
-
-
-def _lookup(name: str, table: dict, kind: str):
-    key = str(name).strip().lower()
-    if key not in table:
-        raise UnknownNameError(f"unknown {kind} {name!r}; choose one of: {', '.join(table)}")
-    return table[key]
+    return IMAGE_DATASETS[name](root, split, **options)
 
 
 __all__ = [

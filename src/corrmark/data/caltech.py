@@ -25,6 +25,7 @@ import scipy.io
 from PIL import Image, ImageDraw
 
 from ..errors import DatasetError
+from ..registry import register_pair_dataset
 from ._csv import read_csv_rows, require_columns
 from .base import PairDataset, check_files_exist, first_existing, pair_record, xy_columns_to_points
 
@@ -37,6 +38,7 @@ ANNOTATION_FOLDER_NAMES = {
 }
 
 
+@register_pair_dataset("caltech-101")
 class Caltech101(PairDataset):
     """Caltech-101 image pairs with object masks (no keypoints)."""
 

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from ..errors import DatasetError
-from ..io import write_text_atomic
+from ..io import IMAGE_EXTENSIONS, write_text_atomic
+from ..registry import register_image_dataset
 from .base import ImageDataset, check_files_exist, check_split, require_dir, require_file
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 NO_POINTS = np.zeros((0, 2), dtype=np.float64)
 
 
@@ -32,6 +33,7 @@ def _record(path: Path, points=NO_POINTS, label: int | None = None, category: st
     }
 
 
+@register_image_dataset("image-folder")
 class ImageFolder(ImageDataset):
     """Every image file under ``root`` (recursive, sorted by relative path).
 
@@ -87,6 +89,7 @@ class ImageFolder(ImageDataset):
         return info
 
 
+@register_image_dataset("mtfl")
 class MTFL(ImageDataset):
     """MTFL faces (Zhang et al., ECCV 2014): ``training.txt`` (10,000) or ``testing.txt`` (2,995 AFLW faces).
 
@@ -146,8 +149,6 @@ def write_center_cropped_mtfl(root, out, fraction: float, *, quality: int = 95, 
     framing. The training landmarks are shifted into the crop; the test split is linked unchanged. Images already
     written are kept (an interrupted run resumes); each list file is written last, atomically.
     """
-    from tqdm import tqdm
-
     source, out = MTFL(root, "train", load_images=False), Path(out)
     lines = []
     for sample in tqdm(source, total=len(source), desc="crop MTFL", unit="image", disable=not progress):
@@ -182,6 +183,7 @@ def _link_test_split(root: Path, out: Path) -> None:
     write_text_atomic(out / MTFL.FILES["test"], test.list_file.read_text())
 
 
+@register_image_dataset("cub-unlabeled")
 class CUBUnlabeled(ImageDataset):
     """The CUB-200-2011 100-species subset with species labels only (no part annotations).
 

@@ -1,8 +1,9 @@
 """Keypoint-labelled images as cached frozen features, and deterministic pair batches over them (SCorrSAN training).
 
-A ``KeypointBank`` holds, for every image and view, the frozen descriptor of the square-resized image
-(``(N * V, C, h, w)`` float16) and its K keypoints in square-input pixels (NaN = not annotated). View 0 is the plain
-resize; view 1 (``views: 2``) the horizontal mirror, for datasets whose keypoint order has a known left/right
+A keypoint bank (a ``corrmark.cache.FeatureBank``) holds, for every image and view, the frozen descriptor of the
+square-resized image (``features`` ``(N * V, C, h, w)`` float16) and its K keypoints in square-input pixels
+(``points`` ``(N * V, K, 2)``, NaN = not annotated), with ``shapes``, ``paths``, ``size`` and ``stride``. View 0 is
+the plain resize; view 1 (``views: 2``) the horizontal mirror, for datasets whose keypoint order has a known left/right
 permutation (MTFL faces: ``[1, 0, 2, 4, 3]`` keeps "left eye" = the image-left eye). Features are computed once and
 cached under ``$CORRMARK_CACHE/scorrsan_features`` (default ``~/.cache/corrmark``), keyed by the image list, points,
 views and descriptor.
@@ -28,9 +29,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..cache import FrozenBank, cache_key
+from ..backbones.descriptors import DescriptorExtractor, parse_backbone_spec
+from ..cache import FeatureBank, cache_key
 from ..errors import CorrmarkError, UnknownNameError
 from ..io import read_image
+from ..preprocess import Preprocess
+from .images import MTFL
+from .pf_willow import PFWillow
+from .sources import seeded_subset
+from .stanfordextra import StanfordExtra
 
 BANK_VERSION = 1
 FACE_FLIP = [1, 0, 2, 4, 3]  # MTFL: left eye, right eye, nose, left mouth, right mouth (image-left side)
@@ -48,30 +55,6 @@ class KeypointImage:
 CACHE_KIND = "scorrsan_features"  # folder under $CORRMARK_CACHE (corrmark.cache)
 
 
-class KeypointBank(FrozenBank):
-    """``features`` (N*V, C, h, w) float16, ``points`` (N*V, K, 2) float32 square-input pixels, ``shapes`` (N, 2),
-    ``groups`` (N,) int64, ``views`` V, ``paths`` (N), ``size`` (input side), ``stride``, ``meta``. Row of image
-    ``i`` view ``v`` = ``i * V + v``."""
-
-    FIELDS = ("features", "points", "shapes", "groups", "views", "paths", "size", "stride", "meta")
-    JSON_FIELDS = frozenset({"paths", "meta"})
-
-    def __init__(self, features, points, shapes, groups, views, paths, size, stride, meta):
-        self.features, self.points, self.shapes, self.groups = features, points, shapes, groups
-        self.views, self.paths, self.size, self.stride = int(views), list(paths), int(size), float(stride)
-        self.meta = meta
-        self.images = len(self.paths)
-
-    @property
-    def channels(self) -> int:
-        return int(self.features.shape[1])
-
-    def rows(self, images, views=None) -> torch.Tensor:
-        images = torch.as_tensor(images, dtype=torch.int64)
-        views = torch.zeros_like(images) if views is None else torch.as_tensor(views, dtype=torch.int64)
-        return images * self.views + views
-
-
 def bank_key(items: list[KeypointImage], descriptor: dict, views: int) -> str:
     return cache_key({"version": BANK_VERSION, "descriptor": descriptor, "views": views,
                       "images": [(item.path, np.round(np.nan_to_num(item.points, nan=-1e6), 3).tolist(), item.group,
@@ -80,7 +63,7 @@ def bank_key(items: list[KeypointImage], descriptor: dict, views: int) -> str:
 
 def build_keypoint_bank(items: list[KeypointImage], backbone: str, layers, image_size: int, views: int = 1,
                         device="cpu", weights_files=None, cache: bool = True, progress: bool = True,
-                        chunk: int = 8) -> KeypointBank:
+                        chunk: int = 8) -> FeatureBank:
     """Describe every image (and its mirror when ``views == 2``) with the frozen descriptor, or load the cache."""
     if views not in (1, 2):
         raise CorrmarkError(f"a keypoint bank has 1 or 2 views (plain, mirrored), got {views}")
@@ -88,16 +71,13 @@ def build_keypoint_bank(items: list[KeypointImage], backbone: str, layers, image
         raise CorrmarkError("the keypoint bank has no images")
     descriptor = {"backbone": backbone, "layers": layers, "image_size": int(image_size)}
     key = bank_key(items, descriptor, views)
-    return KeypointBank.load_or_build(
+    return FeatureBank.load_or_build(
         CACHE_KIND, key, lambda: _describe_images(items, descriptor, views, key, device, weights_files, progress, chunk),
         cache)
 
 
 def _describe_images(items: list[KeypointImage], descriptor: dict, views: int, key: str, device, weights_files,
-                     progress: bool, chunk: int) -> KeypointBank:
-    from ..models.features import DescriptorExtractor, parse_backbone_spec
-    from ..preprocess import Preprocess
-
+                     progress: bool, chunk: int) -> FeatureBank:
     backbone, layers, image_size = descriptor["backbone"], descriptor["layers"], descriptor["image_size"]
     extractor = DescriptorExtractor(parse_backbone_spec(backbone, layers), device=device,
                                     weights_files=weights_files).eval()
@@ -124,18 +104,19 @@ def _describe_images(items: list[KeypointImage], descriptor: dict, views: int, k
                     item_points[:, 0] = size - 1 - item_points[:, 0]
                 points[row, :len(item_points)] = item_points.numpy()
     groups = sorted({item.group for item in items})
-    return KeypointBank(torch.stack(features), torch.from_numpy(points),
-                        torch.tensor([item.shape for item in items], dtype=torch.int64),
-                        torch.tensor([groups.index(item.group) for item in items], dtype=torch.int64), views,
-                        [item.path for item in items], size, extractor.stride,
-                        {"key": key, "groups": groups, "images": len(items), "descriptor": descriptor,
-                         "seconds": round(time.perf_counter() - started, 1)})
+    return FeatureBank(features=torch.stack(features), points=torch.from_numpy(points),
+                       shapes=torch.tensor([item.shape for item in items], dtype=torch.int64),
+                       groups=torch.tensor([groups.index(item.group) for item in items], dtype=torch.int64),
+                       views=views, paths=[item.path for item in items], size=int(size),
+                       stride=float(extractor.stride),
+                       meta={"key": key, "groups": groups, "images": len(items), "descriptor": descriptor,
+                             "seconds": round(time.perf_counter() - started, 1)})
 
 
 # --- batches --------------------------------------------------------------------------------------------------------
 
 
-def _pair_batch(bank: KeypointBank, source_rows, target_rows, progress: float) -> dict:
+def _pair_batch(bank: FeatureBank, source_rows, target_rows, progress: float) -> dict:
     source_rows, target_rows = torch.as_tensor(source_rows), torch.as_tensor(target_rows)
     source_points, target_points = bank.points[source_rows], bank.points[target_rows]
     valid = torch.isfinite(source_points).all(-1) & torch.isfinite(target_points).all(-1)
@@ -150,7 +131,7 @@ class RandomPairs:
     ``images`` restricts sampling to those image indices (e.g. the training part of a bank).
     """
 
-    def __init__(self, bank: KeypointBank, batch_size: int = 8, steps_per_epoch: int = 100, images=None):
+    def __init__(self, bank: FeatureBank, batch_size: int = 8, steps_per_epoch: int = 100, images=None):
         self.bank, self.batch_size, self.steps = bank, int(batch_size), int(steps_per_epoch)
         chosen = np.arange(bank.images) if images is None else np.asarray(sorted(images))
         groups = bank.groups.numpy()[chosen]
@@ -179,7 +160,7 @@ class FixedPairs:
     """Every pair of a fixed list once per epoch, shuffled, in batches (BatchSource); view 0, or a random view of
     both images when ``random_views`` (the mirror keeps keypoint identities only with a flip permutation)."""
 
-    def __init__(self, bank: KeypointBank, pairs, batch_size: int = 8, random_views: bool = False):
+    def __init__(self, bank: FeatureBank, pairs, batch_size: int = 8, random_views: bool = False):
         self.bank, self.pairs, self.batch_size = bank, [tuple(map(int, p)) for p in pairs], int(batch_size)
         self.random_views = bool(random_views) and bank.views > 1
         if not self.pairs:
@@ -206,14 +187,10 @@ class FixedPairs:
 def mtfl_images(root, split: str, limit: int | None = None, seed: int = 0, exclude=()) -> list[KeypointImage]:
     """MTFL faces of ``split`` (``limit`` of them, chosen with ``seed``, skipping paths in ``exclude``), sorted by
     their index in the list file."""
-    from . import open_image_dataset
-
-    dataset = open_image_dataset("mtfl", root, split, load_images=False)
+    dataset = MTFL(root, split, load_images=False)
     excluded = {str(path) for path in exclude}
     indices = [i for i in range(len(dataset)) if str(dataset[i]["path"]) not in excluded]
-    if limit is not None and int(limit) < len(indices):
-        chosen = np.random.default_rng([int(seed), 3]).choice(len(indices), int(limit), replace=False)
-        indices = [indices[i] for i in sorted(chosen)]
+    indices = [indices[i] for i in seeded_subset(len(indices), limit, (int(seed), 3))]
     items = []
     for index in indices:
         sample = dataset[index]
@@ -238,8 +215,6 @@ def face_test_pairs(count: int, images: int, seed: int = 0) -> tuple[list[int], 
 
 def pfwillow_images(root, split: str) -> tuple[list[KeypointImage], list[tuple[int, int]], list[str]]:
     """The images of a PF-WILLOW split (sorted by path), the split's ordered pairs as image indices, and pair ids."""
-    from .pf_willow import PFWillow
-
     dataset = PFWillow(root, split, load_images=False)
     by_path: dict[str, tuple[np.ndarray, str, tuple[int, int]]] = {}
     records = []
@@ -260,8 +235,6 @@ def pfwillow_images(root, split: str) -> tuple[list[KeypointImage], list[tuple[i
 
 def stanfordextra_images(root) -> list[KeypointImage]:
     """Every StanfordExtra image with its 24 joints (NaN = invisible); ``group`` = breed."""
-    from .stanfordextra import StanfordExtra
-
     dataset = StanfordExtra(root, load_images=False)
     return [KeypointImage(str(image["path"]), np.asarray(image["points"], dtype=np.float64), tuple(image["shape"]),
                           image["breed"]) for image in dataset.images]

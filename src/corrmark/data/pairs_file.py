@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError
+from ..registry import register_pair_dataset
 from ._csv import read_csv_rows
 from .base import PairDataset, check_files_exist, image_paths, load_json, pair_record, parse_number_list, require_file
 
@@ -25,6 +26,7 @@ SOURCE_KEYS = ("source", "source_image")
 TARGET_KEYS = ("target", "target_image")
 
 
+@register_pair_dataset("pairs-file")
 class PairsFile(PairDataset):
     """Pairs listed in a CSV or JSON file (``root`` is the file)."""
 

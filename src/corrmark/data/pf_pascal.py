@@ -22,6 +22,7 @@ import numpy as np
 import scipy.io
 
 from ..errors import DatasetError
+from ..registry import register_pair_dataset
 from ._csv import read_csv_rows, require_columns
 from .base import (
     PairDataset,
@@ -42,6 +43,7 @@ IMAGE_FOLDER = Path("PF-dataset-PASCAL") / "JPEGImages"
 ANNOTATION_FOLDER = Path("PF-dataset-PASCAL") / "Annotations"
 
 
+@register_pair_dataset("pf-pascal")
 class PFPascal(PairDataset):
     """PF-PASCAL pairs of one split (default ``test``); pass ``csv_file`` to read another pair list."""
 

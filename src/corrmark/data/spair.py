@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DatasetError
+from ..registry import register_pair_dataset
 from .base import (
     PairDataset,
     check_files_exist,
@@ -35,6 +36,7 @@ LAYOUTS = {"large": "large", "small": "small"}
 FLAG_KEYS = ("viewpoint_variation", "scale_variation", "truncation", "occlusion", "mirror", "kps_ids")
 
 
+@register_pair_dataset("spair-71k")
 class SPair71k(PairDataset):
     """SPair-71k pairs of one split (default ``test``) of the ``large`` (default) or ``small`` layout."""
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError, UnknownNameError
+from ..registry import register_pair_dataset
 from .base import PairDataset, check_files_exist, first_existing, load_json, pair_record, require_dir
 from .rle import decode_rle
 
@@ -30,6 +31,7 @@ IMAGE_DIR_NAMES = ("sample_imgs", "Images", "images")
 RECORD_KEYS = ("img_path", "img_width", "img_height", "joints", "img_bbox", "seg")
 
 
+@register_pair_dataset("stanfordextra")
 class StanfordExtra(PairDataset):
     """All ordered pairs of distinct StanfordExtra images (optionally same breed only)."""
 

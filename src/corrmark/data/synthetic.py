@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..ops import pixel_grid, warp_backward
+from ..ops import compose_mappings, pixel_grid, warp_backward
 
 
 @dataclass
@@ -87,7 +87,7 @@ def tps_mapping(generator: torch.Generator, batch: int, size_hw: tuple[int, int]
                 strength: float) -> torch.Tensor:
     """A random smooth deformation: control points on a ``grid x grid`` lattice displaced by Gaussian noise of std
     ``strength * size``, interpolated by a thin-plate spline (kornia). Returns ``(B, H, W, 2)`` source pixels."""
-    from kornia.geometry.transform import get_tps_transform, warp_points_tps
+    from kornia.geometry.transform import get_tps_transform, warp_points_tps  # kornia: ~0.7 s to import, only here
 
     height, width = size_hw
     steps = torch.linspace(0.1, 0.9, grid)
@@ -116,8 +116,6 @@ def random_mapping(generator: torch.Generator, batch: int, size_hw: tuple[int, i
     use_tps = torch.rand(batch, generator=generator) < config.tps_probability
     if config.tps_probability > 0 and bool(use_tps.any()):
         deformation = tps_mapping(generator, batch, size_hw, config.tps_grid, config.tps_strength)
-        from ..ops import compose_mappings
-
         mapping = torch.where(use_tps[:, None, None, None], compose_mappings(mapping, deformation), mapping)
     flip = torch.rand(batch, generator=generator) < config.flip_probability
     mirrored = mapping.flip(2)  # view column j reads what column W-1-j read
@@ -130,7 +128,7 @@ def random_mapping(generator: torch.Generator, batch: int, size_hw: tuple[int, i
 
 def color_jitter(images: torch.Tensor, generator: torch.Generator, jitter: dict) -> torch.Tensor:
     """Random brightness / contrast / saturation / hue changes (kornia.enhance), one draw per image; [0, 1] in/out."""
-    import kornia.enhance as enhance
+    import kornia.enhance as enhance  # kornia: ~0.7 s to import, only when jitter is on
 
     batch = images.shape[0]
     out = images

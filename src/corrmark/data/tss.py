@@ -25,12 +25,14 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DatasetError
+from ..registry import register_pair_dataset
 from .base import PairDataset, check_files_exist, pair_record, require_dir
 from .flo import read_flo
 
 PAIR_FILES = ("image1.png", "image2.png", "flow1.flo", "flow2.flo", "mask1.png", "mask2.png")
 
 
+@register_pair_dataset("tss")
 class TSS(PairDataset):
     """TSS pairs; ``groups`` restricts to some group folders (e.g. ``("FG3DCar",)``)."""
 

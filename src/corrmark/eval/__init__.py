@@ -2,8 +2,9 @@
 
 from ..viz.landmarks import landmark_figure
 from .landmark_detection import detect_landmarks, export_landmarks
-from .landmark_images import ImageRecords, coco_landmark_images, pfwillow_landmark_images
-from .landmarks import evaluate_landmark_points, evaluate_landmarks, fit_landmark_regressor, landmark_equivariance
+from .landmark_images import ImageRecords, coco_landmark_images, images_at, pfwillow_landmark_images
+from .landmarks import (equivariance_images, evaluate_landmark_points, evaluate_landmarks, fit_landmark_regressor,
+                        landmark_equivariance)
 from .masks import MaskAccumulator, label_transfer_accuracy, mask_iou
 from .pck import (
     DEFAULT_ALPHAS,
@@ -15,6 +16,7 @@ from .pck import (
     rescale_for_protocol,
     threshold_length,
 )
+from .records import RESULT_SCHEMA_VERSION, record_result
 from .runner import evaluate_matcher, format_pck_table
 
 __all__ = [
@@ -23,13 +25,16 @@ __all__ = [
     "MaskAccumulator",
     "PCKAccumulator",
     "PCKProtocol",
+    "RESULT_SCHEMA_VERSION",
     "alpha_key",
     "coco_landmark_images",
     "detect_landmarks",
+    "equivariance_images",
     "evaluate_landmark_points",
     "evaluate_landmarks",
     "export_landmarks",
     "fit_landmark_regressor",
+    "images_at",
     "landmark_equivariance",
     "landmark_figure",
     "evaluate_matcher",
@@ -39,6 +44,7 @@ __all__ = [
     "mask_iou",
     "pck_per_pair",
     "pfwillow_landmark_images",
+    "record_result",
     "rescale_for_protocol",
     "threshold_length",
 ]

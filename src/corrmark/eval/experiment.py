@@ -5,6 +5,9 @@
     split: all
     protocol: {direction: t2s, threshold: kp-bbox, averaging: pair, alphas: [0.05, 0.1, 0.15], resolution: original}
     matcher: {name: nn, options: {backbone: dinov2_vits14, layers: [8], image_size: 224}}
+    dataset_options: {breeds: [weimaraner]}  # optional: options of the dataset's loader (open_dataset)
+    every: 5                            # optional: score every 5th pair only (a stratified subset)
+    eyes: [0, 1]                        # optional (faces): also the inter-ocular PCK, eyes = these keypoints
 
 Command-line values override the file; every result records the merged experiment and the file it came from.
 """
@@ -18,7 +21,8 @@ from .pck import PCKProtocol
 
 PROTOCOL_DEFAULTS = {"direction": "t2s", "threshold": "kp-bbox", "averaging": "pair",
                      "alphas": [0.05, 0.1, 0.15], "resolution": "original"}
-KNOWN_KEYS = {"dataset", "root", "split", "protocol", "matcher", "description", "name", "config_file"}
+KNOWN_KEYS = {"dataset", "root", "split", "protocol", "matcher", "description", "name", "config_file",
+              "dataset_options", "every", "eyes"}
 
 
 def resolve_eval_experiment(config: dict | None, overrides: dict) -> dict:
@@ -39,6 +43,9 @@ def resolve_eval_experiment(config: dict | None, overrides: dict) -> dict:
             "checkpoint": overrides.get("checkpoint") or matcher.get("checkpoint"),
             "options": {**(matcher.get("options") or {}), **_given(overrides.get("matcher_options", {}))},
         },
+        "dataset_options": {**(config.get("dataset_options") or {}), **_given(overrides.get("dataset_options", {}))},
+        "every": overrides.get("every") or config.get("every"),
+        "eyes": overrides.get("eyes") or config.get("eyes"),
     }
     for key in ("dataset", "root"):
         if not experiment[key]:

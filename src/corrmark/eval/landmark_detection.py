@@ -9,10 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..errors import CorrmarkError
+from ..formats import box_and_area, coco_keypoints
 from ..io import ImageLike, read_image, write_json_atomic
 from ..preprocess import image_to_tensor
+from ..viz import colour, draw_points, save_image, with_legend
 from ..viz.landmarks import landmark_figure
 
 
@@ -22,8 +25,6 @@ def detect_landmarks(model, images: Sequence[ImageLike], batch_size: int = 16, p
 
     Returns ``points`` ``(N, K, 2)`` in pixels of each image and the heatmaps (one ``(K, h, w)`` array per image).
     """
-    from tqdm import tqdm
-
     points: list[np.ndarray | None] = [None] * len(images)
     heatmaps: list[np.ndarray | None] = [None] * len(images)
     pending: list[tuple[int, np.ndarray]] = []
@@ -60,8 +61,6 @@ def export_landmarks(model, images: Sequence[ImageLike], out_dir: str | os.PathL
 
     Returns ``{"json": path, "coco": path, "images": [png paths], "overview": path or None}``.
     """
-    from ..viz import colour, draw_points, save_image, with_legend
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     arrays = [read_image(image) for image in images]
@@ -90,8 +89,6 @@ def export_landmarks(model, images: Sequence[ImageLike], out_dir: str | os.PathL
 
 def landmarks_coco(records: list[dict], names: list[str], count: int) -> dict:
     """COCO keypoints of detected landmarks: one image and one annotation per record (``export_landmarks``)."""
-    from ..formats import box_and_area, coco_keypoints
-
     images, annotations = [], []
     for index, (record, name) in enumerate(zip(records, names), start=1):
         points = np.asarray(record["points"], dtype=np.float64).reshape(-1, 2)

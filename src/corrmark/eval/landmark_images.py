@@ -1,5 +1,5 @@
 """Annotated images for the landmark evaluation: records of ``{"path", "points" (L, 2), "valid", "category"}``
-read from PF-WILLOW (the SCorrSAN image split) or from a COCO keypoints file."""
+read from PF-WILLOW (the SCorrSAN image split), from a COCO keypoints file, or picked by path out of datasets."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.keypoint_pairs import pfwillow_images
 from ..errors import InvalidKeypointsError
 
 
@@ -24,11 +25,29 @@ class ImageRecords:
         return dict(self._records[index])
 
 
+def images_at(paths, datasets, name: str = "images") -> ImageRecords:
+    """The annotated records of ``datasets`` (image datasets whose samples hold ``points``) at ``paths``, in the
+    order of ``paths``: e.g. exactly the images a training config read. A path none of them holds is an error."""
+    table = {}
+    for dataset in datasets:
+        records = getattr(dataset, "_records", None)  # skips reading every image's size, as _dataset_images does
+        for record in records if records is not None else (dataset[index] for index in range(len(dataset))):
+            table[str(Path(record["path"]).resolve())] = record
+    chosen = []
+    for path in paths:
+        record = table.get(str(Path(path).resolve()))
+        if record is None:
+            raise InvalidKeypointsError(f"{path} is in none of the annotated datasets")
+        points = np.asarray(record["points"], dtype=np.float64)
+        valid = np.asarray(record.get("valid", np.isfinite(points).all(axis=1)), dtype=bool)
+        chosen.append({"path": str(record["path"]), "points": points, "valid": valid,
+                       "category": str(record.get("category", ""))})
+    return ImageRecords(chosen, name=name)
+
+
 def pfwillow_landmark_images(root, split: str) -> ImageRecords:
     """The images of a PF-WILLOW split (the SCorrSAN split by image: images 0-4 / 5-9 of each subclass) with their
     10 keypoints and subclass, for the per-category object protocol (``normalisation="kp-bbox"``)."""
-    from ..data.keypoint_pairs import pfwillow_images
-
     items, _, _ = pfwillow_images(root, split)
     records = [{"path": item.path, "points": np.asarray(item.points, dtype=np.float64),
                 "valid": np.isfinite(np.asarray(item.points)).all(axis=1), "category": item.group} for item in items]

@@ -34,9 +34,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from ..data.synthetic import SyntheticWarp, WarpConfig
 from ..errors import CorrmarkError, InvalidKeypointsError, UnknownNameError
 from ..io import ImageLike, read_image
+from ..models.base import read_mapping_at
 from ..preprocess import Preprocess
 from ..provenance import machine_info
 from ..viz.landmarks import landmark_figure
@@ -203,7 +206,7 @@ def evaluate_landmarks(model, train_dataset, test_dataset, normalisation: str = 
                        train_limit: int | None = None, test_limit: int | None = None, seed: int = 0,
                        batch_size: int = 16, figure: str | os.PathLike | None = None, figure_images: int = 16,
                        progress: bool = False, dataset_names: tuple[str, str] | None = None,
-                       per_category: bool = False) -> dict:
+                       per_category: bool = False, return_points: bool = False) -> dict:
     """The full protocol for a ``LandmarkModel`` on two image datasets (``ImageSample`` sequences with ``points``).
 
     Args:
@@ -217,6 +220,9 @@ def evaluate_landmarks(model, train_dataset, test_dataset, normalisation: str = 
             (dots) beside the ground truth (rings) on the first ``figure_images`` test images, with a legend.
         per_category: fit one regressor per image ``category`` (objects with category-specific keypoints, e.g.
             PF-WILLOW: ``pfwillow_landmark_images(root, "train" / "test")`` with ``normalisation="kp-bbox"``).
+        return_points: also return ``points``: the discovered ``"train"`` / ``"test"`` landmarks ``(N, K, 2)`` and
+            the annotations ``"train_annotated"`` / ``"test_annotated"`` ``(N, L, 2)`` (NaN = not annotated), for
+            diagnostics beyond the protocol (numpy arrays: pop them before writing the result).
 
     Returns a JSON-ready dict: ``protocol``, ``mean_error`` (percent), ``per_landmark`` (percent), image counts,
     ``model`` (``model.describe()``), ``seconds``, ``machine``.
@@ -245,7 +251,18 @@ def evaluate_landmarks(model, train_dataset, test_dataset, normalisation: str = 
         "seconds": round(time.perf_counter() - started, 1),
         "machine": machine_info(),
     })
+    if return_points:
+        result["points"] = {"train": train_points, "test": test_points, "train_annotated": train_annotated,
+                            "test_annotated": test_annotated}
     return result
+
+
+def equivariance_images(dataset, limit: int | None = None, seed: int = 0) -> list[str]:
+    """The paths of ``limit`` images of ``dataset`` drawn with ``seed`` (all of them without ``limit``), in dataset
+    order: the images of the equivariance rows of docs/BENCHMARKS.md (500 CUB test birds, 500 AFLW faces)."""
+    count = len(dataset) if limit is None else min(int(limit), len(dataset))
+    chosen = np.random.default_rng(int(seed)).choice(len(dataset), count, replace=False)
+    return [str(dataset[int(index)]["path"]) for index in sorted(chosen)]
 
 
 EQUIVARIANCE_WARP = {"rotation": 15.0, "scale": (0.9, 1.1), "aspect": 0.05, "shear": 0.05, "translation": 0.05,
@@ -263,11 +280,6 @@ def landmark_equivariance(model, images: Sequence[ImageLike], size: int = 224, w
     image), ``per_landmark`` (percent), ``compared`` (fraction of landmarks that were), ``images`` and ``protocol``.
     Landmarks stuck at a fixed image position score the warp's displacement, not zero.
     """
-    from tqdm import tqdm
-
-    from ..data.synthetic import SyntheticWarp, WarpConfig
-    from ..models.base import read_mapping_at
-
     warp_values = {**EQUIVARIANCE_WARP, **dict(warp or {})}
     warper = SyntheticWarp(WarpConfig.from_dict(warp_values))
     generator = torch.Generator().manual_seed(int(seed))

@@ -9,19 +9,23 @@ from tqdm import tqdm
 
 from ..models.base import Matcher
 from ..provenance import machine_info
+from .interocular import InterOcularPCK
 from .pck import PCKAccumulator, PCKProtocol, evaluation_side
 
 
 def evaluate_matcher(matcher: Matcher, dataset, protocol: PCKProtocol, limit: int | None = None,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, eyes: tuple[int, int] | None = None) -> dict:
     """PCK of ``matcher`` on ``dataset`` (a sequence of pair samples with keypoints).
 
     For each pair, the query side's valid keypoints are transferred with ``matcher.transfer_keypoints`` (s2t: source
     -> target; t2s: target -> source) and scored on the reference side. The result holds the PCK summary of
-    ``PCKAccumulator.result()`` plus the dataset, the matcher's settings, timing and the machine.
+    ``PCKAccumulator.result()`` plus the dataset, the matcher's settings, timing and the machine. With ``eyes``
+    (faces: the indices of the two eye keypoints) the same transfers are also scored with the inter-ocular threshold
+    (``InterOcularPCK``, same direction and alphas) under ``"inter-ocular"``.
     """
     count = len(dataset) if limit is None else min(int(limit), len(dataset))
     accumulator = PCKAccumulator(protocol)
+    interocular = InterOcularPCK(protocol.direction, protocol.alphas, eyes) if eyes is not None else None
     started = time.perf_counter()
     match_seconds = 0.0
     for index in tqdm(range(count), desc=f"{getattr(dataset, 'name', 'pairs')} {protocol.direction}",
@@ -29,18 +33,23 @@ def evaluate_matcher(matcher: Matcher, dataset, protocol: PCKProtocol, limit: in
         sample = dataset[index]
         side = evaluation_side(sample, protocol.direction)
         if not side["valid"].any():
-            accumulator.add(np.zeros((0, 2)), side["reference_points"], side["valid"], side["reference_shape"])
-            continue
-        tick = time.perf_counter()
-        predicted = matcher.transfer_keypoints(side["query_image"], side["reference_image"], side["query_points"])
-        match_seconds += time.perf_counter() - tick
-        accumulator.add(predicted, side["reference_points"], side["valid"], side["reference_shape"],
-                        bbox=side["reference_bbox"], category=side["category"])
+            predicted = np.zeros((0, 2))
+            accumulator.add(predicted, side["reference_points"], side["valid"], side["reference_shape"])
+        else:
+            tick = time.perf_counter()
+            predicted = matcher.transfer_keypoints(side["query_image"], side["reference_image"], side["query_points"])
+            match_seconds += time.perf_counter() - tick
+            accumulator.add(predicted, side["reference_points"], side["valid"], side["reference_shape"],
+                            bbox=side["reference_bbox"], category=side["category"])
+        if interocular is not None:
+            interocular.add(predicted, side["reference_points"], side["valid"])
     result = {"dataset": getattr(dataset, "name", type(dataset).__name__)}
     describe = getattr(dataset, "describe", None)
     if callable(describe):
         result["dataset_info"] = describe()
     result.update(accumulator.result())
+    if interocular is not None:
+        result["inter-ocular"] = interocular.result()
     result.update({
         "limit": limit,
         "matcher": matcher.describe(),
@@ -65,6 +74,10 @@ def format_pck_table(result: dict) -> str:
     lines.insert(len(lines) - 1, "-" * len(lines[0]))
     protocol = result["protocol"]
     lines.append(", ".join(f"{key}={value}" for key, value in protocol.items()))
+    if "inter-ocular" in result:
+        eyes = result["inter-ocular"]
+        lines.append("inter-ocular threshold: " + "  ".join(f"PCK@{key} {_cell(value)}" for key, value in
+                                                            eyes["pck"].items()) + f" ({eyes['pairs']} pairs)")
     if "seconds_per_pair" in result:
         lines.append(f"{result['seconds_per_pair']:.3f} s/pair (matching only), {result['seconds']:.1f} s in all")
     return "\n".join(lines)

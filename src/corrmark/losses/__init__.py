@@ -1,4 +1,4 @@
-"""Training losses, one module per method (``sfnet``, ``scorrsan``)."""
+"""Training losses, one module per method (``sfnet``, ``scorrsan``, ``jlad``, ``c3``), with the papers' equation numbers."""
 
 from .scorrsan import (dilate_mask, keypoint_mask, mask_positions, pseudo_label_loss, select_small_losses,
                        selection_ratio, sparse_flow_loss)

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..backbones import build_backbone
+from ..models.c3 import swap_twice  # the model's two swaps, re-exported: the cycle term's inputs
 from ..ops import inside_map, normalized_to_pixel, pixel_to_normalized, resize_mapping, sample_field
 from .jlad import (concentration_loss, default_margin, detection_loss, equivariance_loss, separation_loss,
                    synthetic_alignment_loss)
@@ -39,8 +41,6 @@ class PerceptualDistance(nn.Module):
     def __init__(self, backbone: str = "efficientnet_lite0", layers=(0, 1, 2), device="cpu", weights: str | None = None,
                  eps: float = 1e-6):
         super().__init__()
-        from ..backbones import build_backbone
-
         self.backbone = build_backbone(backbone, layers=list(layers), weights=weights, device=device)
         self.eps = eps
 
@@ -71,37 +71,7 @@ class ReconstructionDistance:
                 "pixel": pixel}
 
 
-# --- the cross-image cycle ------------------------------------------------------------------------------------------
-
-
-def concat_codes(first: dict, second: dict) -> dict:
-    """Two codes (dicts of batch-first tensors) as one code of the concatenated batch."""
-    return {key: torch.cat([first[key], second[key]]) for key in first if isinstance(first[key], torch.Tensor)}
-
-
-def split_code(code: dict) -> tuple[dict, dict]:
-    """Inverse of :func:`concat_codes` for two equal halves."""
-    halves = {key: value.chunk(2) for key, value in code.items() if isinstance(value, torch.Tensor)}
-    return {key: value[0] for key, value in halves.items()}, {key: value[1] for key, value in halves.items()}
-
-
-def swap_twice(code_a: dict, code_b: dict, encode: Callable, generate: Callable) -> dict:
-    """The swapping-reconstruction applied twice (the cross-image cycle).
-
-    First swap: ``x_ab = G(app(a), pose(b))``, ``x_ba = G(app(b), pose(a))``. Second swap on the generated pair:
-    ``x_a' = G(app(x_ab), pose(x_ba))`` (a's appearance, carried by x_ab, in a's pose, carried by x_ba) and
-    ``x_b' = G(app(x_ba), pose(x_ab))``. ``generate(appearance_code, pose_code)`` draws the first code's appearance in
-    the second code's pose; ``encode(images)`` returns a code. Both swaps run as one batch of ``2B``.
-
-    Returns ``{"ab", "ba", "a_cycled", "b_cycled", "code_ab", "code_ba"}``.
-    """
-    first = generate(concat_codes(code_a, code_b), concat_codes(code_b, code_a))
-    swapped_ab, swapped_ba = first.chunk(2)
-    code_ab, code_ba = split_code(encode(first))
-    second = generate(concat_codes(code_ab, code_ba), concat_codes(code_ba, code_ab))
-    cycled_a, cycled_b = second.chunk(2)
-    return {"ab": swapped_ab, "ba": swapped_ba, "a_cycled": cycled_a, "b_cycled": cycled_b,
-            "code_ab": code_ab, "code_ba": code_ba}
+# --- the cross-image cycle (the swaps themselves are the model's, models.c3.swap_twice) ------------------------------
 
 
 def cycle_loss(images_a: torch.Tensor, images_b: torch.Tensor, cycled_a: torch.Tensor, cycled_b: torch.Tensor,

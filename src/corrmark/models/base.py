@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import functools
-from dataclasses import fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -16,13 +16,41 @@ import torch
 from ..config import check_known_keys
 from ..errors import CorrmarkError
 from ..io import ImageLike, check_keypoints, read_image
+from ..ops.warp import read_mapping_at, read_upsampled_mapping, upsample_mapping
+
+
+@dataclass(frozen=True)
+class CoarseMapping:
+    """A mapping at a model's working resolution and how it becomes a mapping of a whole image.
+
+    ``grid``: ``(h, w, 2)`` tensor or array on a grid covering the image it is defined on; its values are
+    coordinates in the other image: on its ``values_from_hw`` grid, converted to pixels of its ``values_to_hw`` size
+    (both None: already pixels of the other image).
+    ``extrapolate``: as for ``ops.resize_mapping`` (False repeats the edge cells over the outer half cells).
+    """
+
+    grid: torch.Tensor | np.ndarray
+    values_from_hw: tuple[int, int] | None = None
+    values_to_hw: tuple[int, int] | None = None
+    extrapolate: bool = False
+
+    def dense(self, size_hw) -> np.ndarray:
+        """``(H, W, 2)`` float32 for an image of ``size_hw``, in bounded memory (``ops.upsample_mapping``)."""
+        return upsample_mapping(self.grid, tuple(size_hw[:2]), self.values_from_hw, self.values_to_hw,
+                                self.extrapolate)
+
+    def read_at(self, size_hw, points: np.ndarray) -> np.ndarray:
+        """``(N, 2)`` float64: ``read_mapping_at(self.dense(size_hw), points)``, computed at the points only."""
+        return read_upsampled_mapping(self.grid, tuple(size_hw[:2]), points, self.values_from_hw, self.values_to_hw,
+                                      self.extrapolate)
 
 
 class Matcher(abc.ABC):
     """Dense semantic correspondence between two images of the same kind of object.
 
     Coordinates are 0-based pixels of the ORIGINAL images (see docs/CONVENTIONS.md), whatever resolution the
-    model works at internally.
+    model works at internally. Dense mappings are float32 (half the memory of float64; below 16,384 px a
+    coordinate is stored to 1/1024 px or better); keypoints are float64.
     """
 
     name: str = "matcher"
@@ -35,25 +63,34 @@ class Matcher(abc.ABC):
 
     @abc.abstractmethod
     def estimate_mapping(self, source: ImageLike, target: ImageLike) -> np.ndarray:
-        """Return (H_t, W_t, 2): the source (x, y) matching every target pixel.
+        """Return (H_t, W_t, 2) float32: the source (x, y) matching every target pixel.
 
         Batches: ``source`` and/or ``target`` may be lists (of equal length, or one side a single image used for
         every pair); the result is then a list, one entry per pair.
         """
 
+    def coarse_mapping(self, source: np.ndarray, target: np.ndarray) -> CoarseMapping | None:
+        """The target-to-source mapping at the working resolution that ``estimate_mapping`` upsamples to the target
+        image (``(H, W, 3)`` uint8 arrays in), or None for a matcher that has none (the default)."""
+        return None
+
     def transfer_keypoints(self, source: ImageLike, target: ImageLike, points) -> np.ndarray:
-        """Move ``points`` (N, 2) of the source image to the target image; returns (N, 2) target (x, y).
+        """Move ``points`` (N, 2) of the source image to the target image; returns (N, 2) float64 target (x, y).
 
         Points outside the source image or non-finite raise ``InvalidKeypointsError``; no points give a (0, 2) result.
-        The default reads the mapping computed in the other direction (a source-grid mapping into the target) at the
-        points; methods with a sparse path override this. Batches as for ``estimate_mapping``, with ``points`` a list
-        of point arrays, one per pair.
+        The default reads the mapping computed in the other direction (source image -> target) at the points: from
+        its ``coarse_mapping`` when the matcher has one (only the four pixels around each point are computed; the
+        numbers of the dense path), else from the dense ``estimate_mapping``. Methods with their own sparse path
+        override this. Batches as for ``estimate_mapping``, with ``points`` a list of point arrays, one per pair.
         """
         source_image, target_image = read_image(source), read_image(target)
         points = check_keypoints(points, source_image.shape[:2], name="source keypoints")
         if len(points) == 0:
             return np.zeros((0, 2))
-        mapping_on_source = self.estimate_mapping(target_image, source_image)  # source grid -> target coords
+        coarse = self.coarse_mapping(target_image, source_image)  # defined on the source, values in the target
+        if coarse is not None:
+            return coarse.read_at(source_image.shape[:2], points)
+        mapping_on_source = self.estimate_mapping(target_image, source_image)  # source pixels -> target coords
         return read_mapping_at(mapping_on_source, points)
 
     def describe(self) -> dict:
@@ -98,20 +135,6 @@ def _over_batches(method):
 
 
 Matcher.transfer_keypoints = _over_batches(Matcher.transfer_keypoints)  # the default, for matchers without their own
-
-
-def read_mapping_at(mapping: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Bilinearly read a dense (H, W, 2) mapping at sub-pixel (x, y) points; points are clamped to pixel centres
-    only for the interpolation weights (the caller has already rejected points outside the image)."""
-    height, width = mapping.shape[:2]
-    x = np.clip(points[:, 0], 0, width - 1)
-    y = np.clip(points[:, 1], 0, height - 1)
-    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
-    x1, y1 = np.minimum(x0 + 1, width - 1), np.minimum(y0 + 1, height - 1)
-    wx, wy = (x - x0)[:, None], (y - y0)[:, None]
-    top = mapping[y0, x0] * (1 - wx) + mapping[y0, x1] * wx
-    bottom = mapping[y1, x0] * (1 - wx) + mapping[y1, x1] * wx
-    return top * (1 - wy) + bottom * wy
 
 
 def config_from_dict(config_class, values: dict | None, method: str):

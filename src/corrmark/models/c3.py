@@ -25,17 +25,20 @@ pose_code)`` draws the appearance of one code in the pose of another (the swap o
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoints import check_state_keys, read_checkpoint
 from ..device import resolve_device
 from ..errors import CheckpointError, CorrmarkError, UnknownNameError
 from ..ops import (correlation_4d, l2_normalize, normalized_to_pixel, pixel_to_normalized, render_gaussians,
                    soft_argmax_4d, spatial_expectation, spatial_softmax)
 from ..preprocess import Preprocess
+from ..registry import register_landmark_model
 from .base import LandmarkModel, config_from_dict
 
 
@@ -263,6 +266,39 @@ class C3Net(nn.Module):
         return self.generate(code, code)
 
 
+# --- the cross-image swaps (C3's cycle, shared by training and ``C3LandmarkModel.swap``) -----------------------------
+
+
+def concat_codes(first: dict, second: dict) -> dict:
+    """Two codes (dicts of batch-first tensors) as one code of the concatenated batch."""
+    return {key: torch.cat([first[key], second[key]]) for key in first if isinstance(first[key], torch.Tensor)}
+
+
+def split_code(code: dict) -> tuple[dict, dict]:
+    """Inverse of :func:`concat_codes` for two equal halves."""
+    halves = {key: value.chunk(2) for key, value in code.items() if isinstance(value, torch.Tensor)}
+    return {key: value[0] for key, value in halves.items()}, {key: value[1] for key, value in halves.items()}
+
+
+def swap_twice(code_a: dict, code_b: dict, encode: Callable, generate: Callable) -> dict:
+    """The swapping-reconstruction applied twice (the cross-image cycle).
+
+    First swap: ``x_ab = G(app(a), pose(b))``, ``x_ba = G(app(b), pose(a))``. Second swap on the generated pair:
+    ``x_a' = G(app(x_ab), pose(x_ba))`` (a's appearance, carried by x_ab, in a's pose, carried by x_ba) and
+    ``x_b' = G(app(x_ba), pose(x_ab))``. ``generate(appearance_code, pose_code)`` draws the first code's appearance in
+    the second code's pose; ``encode(images)`` returns a code. Both swaps run as one batch of ``2B``.
+
+    Returns ``{"ab", "ba", "a_cycled", "b_cycled", "code_ab", "code_ba"}``.
+    """
+    first = generate(concat_codes(code_a, code_b), concat_codes(code_b, code_a))
+    swapped_ab, swapped_ba = first.chunk(2)
+    code_ab, code_ba = split_code(encode(first))
+    second = generate(concat_codes(code_ab, code_ba), concat_codes(code_ba, code_ab))
+    cycled_a, cycled_b = second.chunk(2)
+    return {"ab": swapped_ab, "ba": swapped_ba, "a_cycled": cycled_a, "b_cycled": cycled_b,
+            "code_ab": code_ab, "code_ba": code_ba}
+
+
 # --- LandmarkModel wrapper ------------------------------------------------------------------------------------------
 
 
@@ -299,8 +335,6 @@ class C3LandmarkModel(LandmarkModel):
         """The two swaps of the cycle on two batches (for pictures): ``ab`` = appearance of a in the pose of b,
         ``ba``, then ``a_cycled`` / ``b_cycled`` (swapped back), and the self reconstructions ``a_self``, ``b_self``;
         all ``(B, 3, S, S)`` at the network size, plus ``points_a`` / ``points_b`` normalised."""
-        from ..losses.c3 import swap_twice
-
         a = self.preprocess.resize_batch(images_a.to(self.device).float())
         b = self.preprocess.resize_batch(images_b.to(self.device).float())
         code_a, code_b = self.net.encode(a), self.net.encode(b)
@@ -311,10 +345,9 @@ class C3LandmarkModel(LandmarkModel):
                 "points_b": code_b["points"]}
 
 
+@register_landmark_model("c3")
 def load_c3_landmarks(checkpoint, device="cpu") -> C3LandmarkModel:
     """The pose side of a trained C3 checkpoint (``corrmark.train`` format), loaded strictly."""
-    from ..train.checkpoint import check_state_keys, read_checkpoint
-
     payload = read_checkpoint(checkpoint, method="c3")
     try:
         net = C3Net(dict((payload.get("config") or {}).get("model") or {}))

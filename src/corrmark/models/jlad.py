@@ -34,19 +34,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..backbones.descriptors import DescriptorExtractor, parse_backbone_spec
 from ..cache import DescriptorCache
+from ..checkpoints import check_state_keys, read_checkpoint
 from ..device import resolve_device
 from ..errors import CheckpointError, CorrmarkError, UnknownNameError
 from ..io import ImageLike, read_image
 from ..ops import (dense_self_similarity, grid_stride, grid_to_pixel, l2_normalize, local_correlation,
-                   local_correlation_soft_argmax, pixel_grid, pixel_to_normalized, resize_mapping, spatial_expectation)
+                   local_correlation_soft_argmax, pixel_grid, pixel_to_normalized, spatial_expectation)
 from ..preprocess import Preprocess
-from .base import LandmarkModel, Matcher, config_from_dict
+from ..registry import register_landmark_model, register_matcher
+from .base import CoarseMapping, LandmarkModel, Matcher, config_from_dict
 
 
 @dataclass
 class JLADConfig:
-    backbone: str = "dinov2_vits14"  # frozen part of W_F (models.features.parse_backbone_spec syntax)
+    backbone: str = "dinov2_vits14"  # frozen part of W_F (backbones.descriptors.parse_backbone_spec syntax)
     layers: list | None = field(default_factory=lambda: [8])
     image_size: int = 224  # square network input (rounded to the backbone's size multiple)
     feature_channels: int = 128  # output channels of the trainable layers of W_F
@@ -96,8 +99,6 @@ class FrozenFeatures(nn.Module):
 
     def __init__(self, config: JLADConfig, device="cpu", weights_files: dict | None = None):
         super().__init__()
-        from .features import DescriptorExtractor, parse_backbone_spec
-
         self.extractor = DescriptorExtractor(parse_backbone_spec(config.backbone, config.layers), device=device,
                                              weights_files=weights_files).eval()
         self.size_multiple = self.extractor.size_multiple
@@ -290,8 +291,6 @@ class JLADRuntime:
         self.frozen = FrozenFeatures(self.config, device=self.device, weights_files=weights_files)
         self.net = JLADNet(self.config, self.frozen.channels).to(self.device).eval()
         if state is not None:
-            from ..train.checkpoint import check_state_keys
-
             check_state_keys(self.net, state, source=f"JLAD checkpoint {checkpoint or ''}".strip())
             self.net.load_state_dict(state, strict=True)
         self.preprocess = self.frozen.preprocess
@@ -333,13 +332,14 @@ class JLADMatcher(Matcher):
         out = self.runtime.net.align(target_features, source_features)
         return {"tau": out["tau"][0], "sigma": out["log_sigma"][0, 0].exp()}
 
+    def coarse_mapping(self, source: np.ndarray, target: np.ndarray) -> CoarseMapping:
+        """``tau``, the target grid into the source grid (both images have this grid: one square input size)."""
+        tau = self.grid_mapping(source, target)["tau"]
+        return CoarseMapping(tau, tuple(tau.shape[:2]), tuple(source.shape[:2]), extrapolate=False)
+
     def estimate_mapping(self, source: ImageLike, target: ImageLike) -> np.ndarray:
         source_image, target_image = read_image(source), read_image(target)
-        tau = self.grid_mapping(source_image, target_image)["tau"]
-        grid_hw = tuple(tau.shape[:2])
-        mapping = resize_mapping(tau[None].float().cpu(), tuple(target_image.shape[:2]), grid_hw,
-                                 tuple(source_image.shape[:2]), extrapolate=False)[0]
-        return mapping.numpy().astype(np.float64)
+        return self.coarse_mapping(source_image, target_image).dense(target_image.shape[:2])
 
 
 class JLADLandmarks(LandmarkModel):
@@ -372,8 +372,6 @@ class JLADLandmarks(LandmarkModel):
 
 
 def _runtime_from_checkpoint(checkpoint, device="cpu", weights_files=None) -> JLADRuntime:
-    from ..train.checkpoint import read_checkpoint
-
     payload = read_checkpoint(checkpoint, method="jlad")
     config = dict((payload.get("config") or {}).get("model") or {})
     try:
@@ -384,11 +382,13 @@ def _runtime_from_checkpoint(checkpoint, device="cpu", weights_files=None) -> JL
         raise CheckpointError(f"checkpoint {checkpoint}: {error}") from error
 
 
+@register_matcher("jlad")
 def load_jlad_matcher(checkpoint, device="cpu", weights_files: dict | None = None) -> JLADMatcher:
     """The alignment side of a trained JLAD checkpoint (``corrmark.train`` format), loaded strictly."""
     return JLADMatcher(_runtime_from_checkpoint(checkpoint, device, weights_files))
 
 
+@register_landmark_model("jlad")
 def load_jlad_landmarks(checkpoint, device="cpu", weights_files: dict | None = None) -> JLADLandmarks:
     """The landmark side of a trained JLAD checkpoint, loaded strictly."""
     return JLADLandmarks(_runtime_from_checkpoint(checkpoint, device, weights_files))

@@ -3,8 +3,8 @@
 Pipeline (paper Sec. 3), adapted to CPU (docs/SCORRSAN.md):
 
 1. Both images are resized to a square ``image_size`` and described by a *frozen* backbone (default: the fused
-   DINOv2-S block 8 + EfficientNet-Lite0 stages 3-4 descriptor of ``models.features``, stride 14 -> a 16 x 16 grid at
-   224 px). Only the head below is trained, so training runs on cached features.
+   DINOv2-S block 8 + EfficientNet-Lite0 stages 3-4 descriptor of ``backbones.descriptors``, stride 14 -> a 16 x 16
+   grid at 224 px). Only the head below is trained, so training runs on cached features.
 2. Efficient spatial context encoder (SCE, Sec. 3.1): the sparse criss-cross + diagonal self-similarity of kernel size
    ``k`` (``ops.sparse_self_similarity``, ``4 (k - 1)`` channels) is concatenated with the features, then a linear
    layer (1x1 convolution) and a ReLU.
@@ -29,19 +29,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..backbones.descriptors import DescriptorExtractor, parse_backbone_spec
 from ..cache import DescriptorCache
+from ..checkpoints import check_state_keys, read_checkpoint
 from ..device import resolve_device
 from ..errors import CheckpointError, CorrmarkError, UnknownNameError
 from ..io import ImageLike, check_keypoints, read_image
 from ..ops import (correlation_4d, grid_to_pixel, kernel_soft_argmax, l2_normalize, mutual_nn_filter, pixel_to_grid,
-                   resize_mapping, sample_field, soft_argmax_4d, soft_argmax_around_peak, sparse_self_similarity)
+                   sample_field, soft_argmax_4d, soft_argmax_around_peak, sparse_self_similarity)
 from ..preprocess import Preprocess
-from .base import Matcher, config_from_dict
+from ..registry import register_matcher
+from .base import CoarseMapping, Matcher, config_from_dict
 
 
 @dataclass
 class ScorrsanConfig:
-    backbone: str = "dinov2_vits14+efficientnet_lite0"  # frozen descriptor (models.features.parse_backbone_spec)
+    backbone: str = "dinov2_vits14+efficientnet_lite0"  # frozen descriptor (backbones.descriptors.parse_backbone_spec)
     layers: list | None = None  # default [[8], [3, 4]] for the fused descriptor
     image_size: int = 224  # square input side (rounded to the descriptor's size multiple)
     sce: bool = True  # efficient spatial context encoder on/off (ablation)
@@ -167,8 +170,6 @@ def head_from_checkpoint(payload: dict, head: int | None = None) -> tuple[Scorrs
     MT checkpoints hold two heads (``heads.0.*``, ``heads.1.*``): ``head`` picks one, default the one recorded as
     ``selected_head`` (by validation) in the checkpoint's metrics, else 0.
     """
-    from ..train.checkpoint import check_state_keys
-
     config = dict(payload.get("config") or {})
     if config.get("method") not in (None, "scorrsan"):
         raise CheckpointError(f"not a SCorrSAN checkpoint (method {config.get('method')!r})")
@@ -208,9 +209,6 @@ class ScorrsanMatcher(Matcher):
     name = "scorrsan"
 
     def __init__(self, checkpoint, device="cpu", head: int | None = None, weights_files=None, chunk: int = 512):
-        from ..train.checkpoint import read_checkpoint
-        from .features import DescriptorExtractor, parse_backbone_spec
-
         self.device = resolve_device(device)
         self.checkpoint = str(checkpoint)
         payload = read_checkpoint(checkpoint, map_location=self.device, method="scorrsan")
@@ -233,14 +231,18 @@ class ScorrsanMatcher(Matcher):
     def describe(self) -> dict:
         return {"name": self.name, "checkpoint": self.checkpoint, "head": self.selected_head, **asdict(self.config)}
 
+    def coarse_mapping(self, source: np.ndarray, target: np.ndarray) -> CoarseMapping:
+        """The target-to-source flow on the fine grid of the target's square input, in source image pixels."""
+        queries = fine_grid_pixels(self.size, self.head.stride, self.config.upsample, self.device)
+        matched = self._match(target, source, queries)  # (n*n, 2) source input pixels
+        cells = int(round(len(queries) ** 0.5))
+        grid = self.preprocess.to_original(matched, source.shape[:2]).reshape(cells, cells, 2)
+        # the fine grid tiles the square input, so resizing it to (H_t, W_t) is the square resize undone
+        return CoarseMapping(grid, extrapolate=True)
+
     def estimate_mapping(self, source: ImageLike, target: ImageLike) -> np.ndarray:
         source_image, target_image = read_image(source), read_image(target)
-        queries = fine_grid_pixels(self.size, self.head.stride, self.config.upsample, self.device)
-        matched = self._match(target_image, source_image, queries)  # (n*n, 2) source input pixels
-        cells = int(round(len(queries) ** 0.5))
-        mapping = self.preprocess.to_original(matched, source_image.shape[:2]).reshape(1, cells, cells, 2)
-        # the fine grid tiles the square input, so resizing it to (H_t, W_t) is the square resize undone
-        return resize_mapping(mapping, tuple(target_image.shape[:2]))[0].cpu().numpy().astype(np.float64)
+        return self.coarse_mapping(source_image, target_image).dense(target_image.shape[:2])
 
     def transfer_keypoints(self, source: ImageLike, target: ImageLike, points) -> np.ndarray:
         source_image, target_image = read_image(source), read_image(target)
@@ -269,6 +271,7 @@ class ScorrsanMatcher(Matcher):
         return self.head.describe_features(self.extractor(tensor))
 
 
+@register_matcher("scorrsan", checkpoint_hint="final.pt or selected.pt")
 def load_scorrsan(checkpoint, device="cpu", **options) -> ScorrsanMatcher:
     allowed = {"head", "weights_files", "chunk"}
     unknown = sorted(set(options) - allowed)

@@ -30,17 +30,20 @@ from torch import nn
 
 from ..backbones import build_backbone
 from ..cache import DescriptorCache
+from ..checkpoints import check_state_keys, read_checkpoint
 from ..device import resolve_device
 from ..errors import CheckpointError, CorrmarkError, UnknownNameError
 from ..io import ImageLike, read_image
 from ..ops import (correlation_4d, correlation_argmax, kernel_soft_argmax, l2_normalize, mutual_nn_filter,
-                   resize_mapping, soft_argmax_4d)
+                   soft_argmax_4d)
 from ..preprocess import Preprocess
-from .base import Matcher, config_from_dict
+from ..registry import register_matcher
+from .base import CoarseMapping, Matcher, config_from_dict
 
 DEFAULT_LEVELS = [["dinov2_vits14:8", "efficientnet_lite0:3"], ["efficientnet_lite0:4"]]
 ARGMAX_MODES = ("kernel", "soft", "hard")
 SOURCE_SCALINGS = ("channels", "equal")
+ADAPTATION_CONVS = (1, 2)
 
 
 @dataclass
@@ -50,6 +53,7 @@ class SFNetConfig:
     kernel_sizes: list | None = None  # adaptation conv kernel per level (default 3 everywhere)
     adaptation: bool = True  # False: no adaptation layers (the zero-shot SFNet baseline)
     residual_init: float = 0.1  # initial BatchNorm scale of the residual branch
+    adaptation_convs: int = 1  # convolutions per adaptation layer: 1 (the paper's) or 2 (a deeper residual branch)
     beta: float = 50.0  # softmax temperature of the kernel soft argmax
     sigma: float = 5.0  # Gaussian kernel std, in cells of the correlation grid
     train_argmax: str = "kernel"  # "kernel" | "soft"
@@ -72,9 +76,10 @@ class SFNetConfig:
         if len(self.kernel_sizes) != len(self.levels):
             raise CorrmarkError(f"give one adaptation kernel size per level: {self.kernel_sizes} vs {self.levels}")
         for name, allowed in (("train_argmax", ("kernel", "soft")), ("test_argmax", ARGMAX_MODES),
-                              ("source_scaling", SOURCE_SCALINGS)):
-            if getattr(self, name) not in allowed:
-                raise CorrmarkError(f"SFNet {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+                              ("source_scaling", SOURCE_SCALINGS), ("adaptation_convs", ADAPTATION_CONVS)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or value not in allowed:
+                raise CorrmarkError(f"SFNet {name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
 
     @classmethod
     def from_dict(cls, values: dict | None) -> SFNetConfig:
@@ -145,16 +150,30 @@ class SFNetFeatures(nn.Module):
 
 
 class Adaptation(nn.Module):
-    """Residual adaptation layer: ``x + ReLU(BN(conv(x)))`` (paper Sec. 4.1)."""
+    """Residual adaptation layer: ``x + ReLU(BN(conv(x)))``, the paper's (Sec. 4.1: one convolution per level).
 
-    def __init__(self, channels: int, kernel_size: int, residual_init: float):
+    ``convs=2`` puts a first ``ReLU(BN(conv))`` (``conv_in``, ``bn_in``) before it, a deeper residual branch that is
+    an option here, not the paper's. ``bn`` (the last BatchNorm) starts at scale ``residual_init``, so a small value
+    starts the layer near the identity; the state-dict keys of ``convs=1`` are those of every earlier checkpoint.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, residual_init: float, convs: int = 1):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, bias=False)
+        if isinstance(convs, bool) or convs not in ADAPTATION_CONVS:
+            raise CorrmarkError(f"SFNet adaptation_convs must be one of {ADAPTATION_CONVS}, got {convs!r}")
+        self.conv_in = _adaptation_conv(channels, kernel_size) if convs == 2 else None
+        self.bn_in = nn.BatchNorm2d(channels) if convs == 2 else None
+        self.conv = _adaptation_conv(channels, kernel_size)
         self.bn = nn.BatchNorm2d(channels)
         nn.init.constant_(self.bn.weight, residual_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + F.relu(self.bn(self.conv(x)))
+        branch = x if self.conv_in is None else F.relu(self.bn_in(self.conv_in(x)))
+        return x + F.relu(self.bn(self.conv(branch)))
+
+
+def _adaptation_conv(channels: int, kernel_size: int) -> nn.Conv2d:
+    return nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, bias=False)
 
 
 class SFNetHead(nn.Module):
@@ -170,7 +189,8 @@ class SFNetHead(nn.Module):
         if len(level_channels) != len(config.levels):
             raise CorrmarkError(f"{len(level_channels)} level widths for {len(config.levels)} levels")
         self.adaptations = nn.ModuleList(
-            Adaptation(channels, kernel, config.residual_init) if config.adaptation else nn.Identity()
+            Adaptation(channels, kernel, config.residual_init, config.adaptation_convs) if config.adaptation
+            else nn.Identity()
             for channels, kernel in zip(level_channels, config.kernel_sizes)
         )
 
@@ -230,8 +250,6 @@ class SFNetMatcher(Matcher):
                                       source_scaling=self.config.source_scaling).eval()
         self.head = SFNetHead(self.config, self.features.level_channels).to(self.device).eval()
         if head_state is not None:
-            from ..train.checkpoint import check_state_keys
-
             check_state_keys(self.head, head_state, source=f"SFNet checkpoint {checkpoint or ''}".strip())
             self.head.load_state_dict(head_state, strict=True)
         self.preprocess = Preprocess(self.config.image_size, self.features.size_multiple)
@@ -253,9 +271,6 @@ class SFNetMatcher(Matcher):
         frozen = self.head.adapt(levels, frozen=True) if self.config.fallback > 0 else None
         return self.head.adapt(levels), frozen
 
-    def _adapted(self, image: np.ndarray) -> list[torch.Tensor]:
-        return self._described(image)[0]
-
     def match_grids(self, target_levels, source_levels) -> tuple[torch.Tensor, torch.Tensor]:
         """Target-grid matches ``(h, w, 2)`` in the source grid and each cell's best score ``(h, w)``."""
         correlation = self.head.correlate(target_levels, source_levels)
@@ -266,34 +281,39 @@ class SFNetMatcher(Matcher):
 
     def grid_mapping(self, source: ImageLike, target: ImageLike) -> torch.Tensor:
         """Target-grid mapping into the source grid, ``(h, w, 2)`` grid coordinates."""
-        source_image, target_image = read_image(source), read_image(target)
-        (target_adapted, target_frozen), (source_adapted, source_frozen) = (self._described(target_image),
-                                                                           self._described(source_image))
-        with torch.no_grad():
-            mapping, score = self.match_grids(target_adapted, source_adapted)
-            if self.config.fallback > 0:
-                frozen_mapping, _ = self.match_grids(target_frozen, source_frozen)
-                unsure = (score < self.config.fallback)[..., None]
-                mapping = torch.where(unsure, frozen_mapping, mapping)
-            return mapping
+        target_described = self._described(read_image(target))
+        return self._match_described(target_described, self._described(read_image(source)))
+
+    @torch.no_grad()
+    def _match_described(self, target_described, source_described) -> torch.Tensor:
+        """:meth:`grid_mapping` from the two images' cached descriptions (:meth:`_described`)."""
+        (target_adapted, target_frozen), (source_adapted, source_frozen) = target_described, source_described
+        mapping, score = self.match_grids(target_adapted, source_adapted)
+        if self.config.fallback > 0:
+            frozen_mapping, _ = self.match_grids(target_frozen, source_frozen)
+            unsure = (score < self.config.fallback)[..., None]
+            mapping = torch.where(unsure, frozen_mapping, mapping)
+        return mapping
+
+    def coarse_mapping(self, source: np.ndarray, target: np.ndarray) -> CoarseMapping:
+        """The target-grid mapping into the source grid; each image is described (and hashed) once."""
+        target_described, source_described = self._described(target), self._described(source)
+        grid = self._match_described(target_described, source_described)
+        source_grid_hw = tuple(source_described[0][0].shape[-2:])
+        return CoarseMapping(grid, source_grid_hw, tuple(source.shape[:2]), extrapolate=False)
 
     def estimate_mapping(self, source: ImageLike, target: ImageLike) -> np.ndarray:
         source_image, target_image = read_image(source), read_image(target)
-        grid = self.grid_mapping(source_image, target_image)
-        source_grid_hw = tuple(self._adapted(source_image)[0].shape[-2:])
-        mapping = resize_mapping(grid[None].float().cpu(), tuple(target_image.shape[:2]), source_grid_hw,
-                                 tuple(source_image.shape[:2]), extrapolate=False)[0]
-        return mapping.numpy().astype(np.float64)
+        return self.coarse_mapping(source_image, target_image).dense(target_image.shape[:2])
 
 
+@register_matcher("sfnet")
 def load_sfnet(checkpoint, device="cpu", weights_files: dict | None = None, **overrides) -> SFNetMatcher:
     """An ``SFNetMatcher`` from a training checkpoint (``corrmark.train`` format), loaded strictly.
 
     ``overrides`` may change test-time settings only (``test_argmax``, ``test_mutual`` (also as ``mutual``), ``beta``,
     ``sigma``, ``image_size``).
     """
-    from ..train.checkpoint import read_checkpoint
-
     if "mutual" in overrides:  # the option's name on the other matchers and on the command line (--mutual)
         overrides["test_mutual"] = overrides.pop("mutual")
     payload = read_checkpoint(checkpoint, method="sfnet")

@@ -14,15 +14,16 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from ..backbones.descriptors import DescriptorExtractor, parse_backbone_spec
 from ..cache import DescriptorCache
 from ..device import resolve_device
 from ..errors import CorrmarkError, UnknownNameError
 from ..io import ImageLike, check_keypoints, read_image
 from ..ops import (correlation_4d, grid_stride, grid_to_pixel, kernel_soft_argmax, mutual_nn_filter, pixel_to_grid,
-                   resize_mapping, sample_field)
+                   sample_field)
 from ..preprocess import ASPECT_RULES, Preprocess
-from .base import Matcher
-from .features import DescriptorExtractor, parse_backbone_spec
+from ..registry import register_matcher
+from .base import CoarseMapping, Matcher
 
 
 @dataclass
@@ -85,8 +86,13 @@ class NearestNeighbourMatcher(Matcher):
     # --- public interface -------------------------------------------------------------------------------------
     def estimate_mapping(self, source: ImageLike, target: ImageLike) -> np.ndarray:
         source_image, target_image = read_image(source), read_image(target)
-        grid_mapping, _ = self._grid_mapping(target_image, source_image)  # on the target grid, in source pixels
-        return _upsample_grid_mapping(grid_mapping, target_image.shape[:2])
+        return self.coarse_mapping(source_image, target_image).dense(target_image.shape[:2])
+
+    def coarse_mapping(self, source: np.ndarray, target: np.ndarray) -> CoarseMapping:
+        """The target grid's matches in source pixels. Not extrapolated at the border: nearest-neighbour fields are
+        not smooth enough for that to be safe."""
+        grid_mapping, _ = self._grid_mapping(target, source)
+        return CoarseMapping(grid_mapping, extrapolate=False)
 
     def transfer_keypoints(self, source: ImageLike, target: ImageLike, points) -> np.ndarray:
         return self.match_points(source, target, points)[0]
@@ -213,8 +219,7 @@ def _mutual_agreement(correlation: torch.Tensor) -> float:
     return float(flat.max(dim=1).values[mutual].sum() / flat.shape[0])
 
 
-def _upsample_grid_mapping(grid_mapping: np.ndarray, target_hw) -> np.ndarray:
-    """Bilinearly spread a (h, w, 2) grid mapping over every pixel of the (H, W) target. No extrapolation at the
-    border: nearest-neighbour fields are not smooth enough for it to be safe."""
-    field = torch.from_numpy(grid_mapping.astype(np.float32))[None]
-    return resize_mapping(field, tuple(target_hw), extrapolate=False)[0].numpy().astype(np.float64)
+@register_matcher("nn", trained=False)
+def load_nn_matcher(device="cpu", **options) -> NearestNeighbourMatcher:
+    """The zero-shot matcher (no weights); ``options``: ``preset`` and the ``NNMatcherConfig`` fields."""
+    return NearestNeighbourMatcher(device=device, **options)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -258,3 +259,136 @@ def resize_mapping(
         return resized.contiguous()
     stride = grid_stride(to_size_hw_of_values, from_size_hw_of_values)
     return grid_to_pixel(resized, stride)
+
+
+
+# --- full-resolution mappings from grid mappings: float32 numpy, a matcher's output ---------------------------------
+# resize_mapping's arithmetic (the same float32 operations in the same order: its numbers bit for bit), with the output
+# preallocated and filled a few rows at a time, so memory beyond the output does not grow with the image.
+
+UPSAMPLE_CHUNK_PIXELS = 1 << 18  # output pixels per chunk: about 2 MB per float32 temporary
+
+
+def upsample_mapping(grid_mapping, size_hw: tuple[int, int], from_size_hw_of_values: tuple[int, int] | None = None,
+                     to_size_hw_of_values: tuple[int, int] | None = None, extrapolate: bool = False,
+                     chunk_pixels: int = UPSAMPLE_CHUNK_PIXELS) -> np.ndarray:
+    """``resize_mapping(grid_mapping[None], size_hw, ...)[0]`` as a float32 ``(H, W, 2)`` numpy array, in row chunks.
+
+    ``grid_mapping`` is an ``(h, w, 2)`` tensor (any device) or array; the other arguments are
+    :func:`resize_mapping`'s. Memory besides the output: three float32 temporaries of ``max(chunk_pixels, W) x 2``
+    values and ``O(W)`` column weights, whatever ``H`` and ``W`` are.
+    """
+    grid = _grid_array(grid_mapping)
+    height, width = (int(side) for side in size_hw)
+    stride = _value_stride(from_size_hw_of_values, to_size_hw_of_values)
+    columns = _axis_weights(np.arange(width), grid.shape[1], width, extrapolate)
+    output = np.empty((height, width, 2), dtype=np.float32)
+    rows_per_chunk = max(1, int(chunk_pixels) // max(width, 1))
+    for start in range(0, height, rows_per_chunk):
+        indices = np.arange(start, min(start + rows_per_chunk, height))
+        rows = _axis_weights(indices, grid.shape[0], height, extrapolate)
+        chunk = _interpolate_axis(_interpolate_axis(grid, rows, 0), columns, 1)
+        output[start:start + len(chunk)] = chunk if stride is None else _to_pixels(chunk, stride)
+    return output
+
+
+def read_upsampled_mapping(grid_mapping, size_hw: tuple[int, int], points: np.ndarray,
+                           from_size_hw_of_values: tuple[int, int] | None = None,
+                           to_size_hw_of_values: tuple[int, int] | None = None,
+                           extrapolate: bool = False) -> np.ndarray:
+    """``read_mapping_at(upsample_mapping(grid_mapping, size_hw, ...), points)`` -> float64 ``(N, 2)``, without the
+    ``(H, W, 2)`` mapping: the four pixels around each ``(x, y)`` point are computed from the grid as
+    :func:`upsample_mapping` computes them, then blended as :func:`read_mapping_at` blends them (the dense path's
+    numbers bit for bit; reading the grid at the point itself would differ by up to a quarter of the flow's change of
+    slope at a cell centre inside the pixel, since the dense path interpolates twice)."""
+    grid = _grid_array(grid_mapping)
+    stride = _value_stride(from_size_hw_of_values, to_size_hw_of_values)
+    (x0, x1, wx), (y0, y1, wy) = _pixel_corners(points, size_hw)
+    corners = []
+    for row in (y0, y1):
+        rows = _axis_weights(row, grid.shape[0], size_hw[0], extrapolate)
+        for column in (x0, x1):
+            value = _interpolate_pointwise(grid, rows, _axis_weights(column, grid.shape[1], size_hw[1], extrapolate))
+            corners.append(value if stride is None else _to_pixels(value, stride))
+    return _blend_corners(*corners, wx, wy)
+
+
+def read_mapping_at(mapping: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Bilinear read of a dense ``(H, W, 2)`` mapping at ``(x, y)`` points ``(N, 2)`` -> float64 ``(N, 2)``; points
+    are clamped to pixel centres for the weights only (the caller has rejected points outside the image)."""
+    (x0, x1, wx), (y0, y1, wy) = _pixel_corners(points, mapping.shape[:2])
+    return _blend_corners(mapping[y0, x0], mapping[y0, x1], mapping[y1, x0], mapping[y1, x1], wx, wy)
+
+
+def _grid_array(grid_mapping) -> np.ndarray:
+    if isinstance(grid_mapping, torch.Tensor):
+        grid_mapping = grid_mapping.detach().float().cpu()
+    grid = np.asarray(grid_mapping, dtype=np.float32)
+    if grid.ndim != 3 or grid.shape[-1] != 2:
+        raise ValueError(f"grid_mapping must be (h, w, 2), got shape {tuple(grid.shape)}")
+    return grid
+
+
+def _value_stride(from_size_hw, to_size_hw) -> np.ndarray | None:
+    if (from_size_hw is None) != (to_size_hw is None):
+        raise ValueError("give both from_size_hw_of_values and to_size_hw_of_values, or neither")
+    return None if from_size_hw is None else np.asarray(grid_stride(to_size_hw, from_size_hw), dtype=np.float32)
+
+
+def _to_pixels(values: np.ndarray, stride: np.ndarray) -> np.ndarray:
+    """:func:`grid_to_pixel` in float32, in place (``values`` is a temporary)."""
+    values += np.float32(0.5)
+    values *= stride
+    values -= np.float32(0.5)
+    return values
+
+
+def _axis_weights(indices: np.ndarray, size: int, new_size: int, extrapolate: bool):
+    """``(lower, upper, weight)`` of output entries ``indices`` when ``size`` entries are resampled to ``new_size``:
+    :func:`_resize_axis`'s positions, in the same float32 operations."""
+    positions = (np.asarray(indices).astype(np.float32) + np.float32(0.5)) * np.float32(size / new_size)
+    positions -= np.float32(0.5)
+    if not extrapolate:
+        positions = np.clip(positions, np.float32(0), np.float32(size - 1))
+    lower = np.clip(np.floor(positions), 0, max(size - 2, 0)).astype(np.int64)
+    upper = np.minimum(lower + 1, size - 1)  # a single entry is its own neighbour: the value is kept
+    return lower, upper, positions - lower.astype(np.float32)
+
+
+def _interpolate_axis(values: np.ndarray, weights, axis: int) -> np.ndarray:
+    """``below + (above - below) * weight`` along ``axis``, computed in place in ``above``."""
+    lower, upper, weight = weights
+    below, above = np.take(values, lower, axis=axis), np.take(values, upper, axis=axis)
+    above -= below
+    above *= weight.reshape((-1,) + (1,) * (values.ndim - axis - 1))
+    above += below
+    return above
+
+
+def _interpolate_pointwise(grid: np.ndarray, rows, columns) -> np.ndarray:
+    """The ``(N, 2)`` values :func:`upsample_mapping` gives at output pixels ``(rows[i], columns[i])``."""
+    (row_lower, row_upper, row_weight), (column_lower, column_upper, column_weight) = rows, columns
+
+    def along_rows(column: np.ndarray) -> np.ndarray:
+        below = grid[row_lower, column]
+        return below + (grid[row_upper, column] - below) * row_weight[:, None]
+
+    left = along_rows(column_lower)
+    return left + (along_rows(column_upper) - left) * column_weight[:, None]
+
+
+def _pixel_corners(points: np.ndarray, size_hw):
+    """Per axis ``(x, then y)``: the two pixels around each point and the second one's weight, clamped to the image."""
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    corners = []
+    for coordinate, side in ((points[:, 0], size_hw[1]), (points[:, 1], size_hw[0])):
+        clamped = np.clip(coordinate, 0, side - 1)
+        first = np.floor(clamped).astype(int)
+        corners.append((first, np.minimum(first + 1, side - 1), (clamped - first)[:, None]))
+    return corners
+
+
+def _blend_corners(top_left, top_right, bottom_left, bottom_right, wx, wy) -> np.ndarray:
+    top = top_left * (1 - wx) + top_right * wx
+    bottom = bottom_left * (1 - wx) + bottom_right * wx
+    return top * (1 - wy) + bottom * wy

@@ -22,12 +22,19 @@
 - **Visibility** in the output: ``v = 2`` for a point whose confidence is at least ``VISIBLE_THRESHOLD`` (exp(-1):
   its round trip came back within 5 % of the object's size), ``v = 1`` (labelled, not trusted) below it, ``v = 0``
   where nothing was predicted; ``keypoint_scores`` holds every confidence.
+- **Reading ahead**: ``workers`` > 0 decodes the next images in DataLoader worker processes while one is matched
+  (``batch_size`` at a time); matching stays one image at a time, so the output is the same byte for byte.
+- **Shards**: under torchrun each process takes the images at positions ``rank::world_size`` of the sorted list,
+  writes ``<out>.shard-<rank>-of-<world>.json`` (resumable like an output) and rank 0 merges them into ``out``, byte
+  for byte the single-process output; ``shard=(rank, world)`` runs one shard alone and ``merge_shard_files`` joins
+  shards copied together from several machines.
 - **Formats**: COCO keypoints JSON; a COCO input's category (names, skeleton, id) and image ids are kept
   (``corrmark.formats``, e.g. a CVAT "COCO Keypoints 1.0" export). ``label_studio`` also writes Label Studio
   predictions (percent coordinates, a ``score`` per point).
 
 Modules: ``inputs`` (annotated images, image folders), ``confidence`` (cycle consistency, combining proposals),
-``output`` (the COCO document, resume, atomic writes), ``gallery`` (the HTML review page), ``run`` (the loop);
+``output`` (the COCO document, resume, atomic writes), ``gallery`` (the HTML review page), ``reading`` (images
+decoded ahead), ``shards`` (shard files and their merge), ``run`` (the loop, single-process or sharded);
 the figures are drawn by ``corrmark.viz.propagation``.
 """
 
@@ -40,12 +47,14 @@ from .confidence import (COMBINATION_RULE, CONFIDENCE_RULE, CYCLE_SCALE, combine
 from .gallery import figure_path, write_gallery
 from .inputs import IMAGE_EXTENSIONS, AnnotatedImage, list_images, load_annotated
 from .output import PropagationOutput
+from .reading import read_images
 from .run import IMAGE_FAILURES, MIN_IMAGE_SIDE, SAVE_EVERY, propagate_keypoints
+from .shards import merge_shard_documents, merge_shard_files, shard_path
 
 __all__ = [
     "AnnotatedImage", "COMBINATION_RULE", "CONFIDENCE_RULE", "CYCLE_SCALE", "CocoContext", "FIGURE_HEIGHT",
     "IMAGE_EXTENSIONS", "IMAGE_FAILURES", "MIN_IMAGE_SIDE", "PropagationOutput", "SAVE_EVERY", "VISIBLE_THRESHOLD",
     "coco_points", "combine_proposals", "confidence_colour", "cycle_scale", "draw_propagation", "figure_path",
-    "list_images", "load_annotated", "propagate_keypoints", "read_annotation", "read_coco_context",
-    "transfer_with_confidence", "write_gallery",
+    "list_images", "load_annotated", "merge_shard_documents", "merge_shard_files", "propagate_keypoints",
+    "read_annotation", "read_coco_context", "read_images", "shard_path", "transfer_with_confidence", "write_gallery",
 ]

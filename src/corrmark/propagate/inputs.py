@@ -10,9 +10,7 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import ImageReadError, InvalidKeypointsError
-from ..io import check_keypoints, read_image
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+from ..io import IMAGE_EXTENSIONS, check_keypoints, read_image
 
 
 @dataclass

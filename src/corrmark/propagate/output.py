@@ -20,7 +20,7 @@ class PropagationOutput:
 
     def __init__(self, path: Path, matcher: Matcher, sources: list[AnnotatedImage], names: list[str],
                  category: str, root: Path, resume: bool, context: CocoContext, visible_threshold: float,
-                 label_studio=None, image_url_prefix: str = ""):
+                 label_studio=None, image_url_prefix: str = "", shard: dict | None = None):
         self.path, self.context, self.visible_threshold = path, context, float(visible_threshold)
         self.label_studio, self.image_url_prefix = label_studio, image_url_prefix
         self.settings = _round_trip({
@@ -39,9 +39,13 @@ class PropagationOutput:
             "categories": [self.category],
             "failed": [],
         }
+        if shard is not None:
+            self.coco["shard"] = shard  # where this part sits in a sharded run (propagate.shards)
         self.new_failures = 0
         if resume and path.is_file():
             self._resume(path)
+        if shard is not None:
+            self._retain(set(shard["file_names"]))
         self.done = {image["file_name"] for image in self.coco["images"]}
         taken = [image["id"] for image in self.coco["images"]] + list(context.image_ids.values())
         self.next_id = max(taken, default=0) + 1  # for images the input does not list
@@ -60,6 +64,13 @@ class PropagationOutput:
                                 f"--no-resume to overwrite it, or another --out)")
         for key in ("images", "annotations", "failed"):
             self.coco[key] = previous.get(key, [])
+
+    def _retain(self, file_names: set[str]) -> None:
+        """Forget images outside ``file_names`` (a resumed shard whose folder changed since: they are another's)."""
+        kept = [index for index, image in enumerate(self.coco["images"]) if image["file_name"] in file_names]
+        self.coco["images"] = [self.coco["images"][index] for index in kept]
+        self.coco["annotations"] = [self.coco["annotations"][index] for index in kept]  # one per image, in step
+        self.coco["failed"] = [entry for entry in self.coco["failed"] if entry["file_name"] in file_names]
 
     def add_image(self, file_name: str, shape, points, confidence, similarity, source_index) -> dict:
         self._forget_failure(file_name)
@@ -100,13 +111,18 @@ class PropagationOutput:
         return self.done | {entry["file_name"] for entry in self.coco["failed"]}
 
     def mean_score(self) -> float | None:
-        scores = [annotation["score"] for annotation in self.coco["annotations"]]
-        return round(float(np.mean(scores)), 4) if scores else None
+        return mean_score(self.coco)
 
     def save(self) -> None:
         write_json_atomic(self.path, self.coco)
         if self.label_studio is not None:
             write_json_atomic(self.label_studio, label_studio_tasks(self.coco, self.image_url_prefix))
+
+
+def mean_score(coco: dict) -> float | None:
+    """The mean of the images' scores, as a run's summary reports it."""
+    scores = [annotation["score"] for annotation in coco["annotations"]]
+    return round(float(np.mean(scores)), 4) if scores else None
 
 
 def _round_trip(value):

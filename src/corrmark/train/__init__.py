@@ -1,7 +1,8 @@
 """Training: the common ``Trainer``, checkpoints, and ``run_config`` (train from a YAML experiment config).
 
 ``run_config("configs/sfnet_cub.yaml")`` reads the config, looks its ``method:`` up in ``METHODS`` and trains.
-A method registers an ``Experiment`` builder with :func:`register_method` (see ``corrmark.train.sfnet``).
+A method registers its ``Experiment`` builder with ``@register_trainer`` beside it (see ``corrmark.train.sfnet``);
+:func:`register_method` adds one from outside the package.
 Under ``torchrun`` the same calls train data-parallel (``corrmark.train.distributed``, docs/DISTRIBUTED.md).
 """
 
@@ -10,10 +11,6 @@ from .checkpoint import (capture_rng_state, check_state_keys, latest_checkpoint,
 from .distributed import DistributedSetup
 from .runner import METHODS, Experiment, load_config, register_method, run_config, seeded_config
 from .trainer import BatchSource, Trainer, cosine_schedule, move_to_device
-
-register_method("scorrsan", "corrmark.train.scorrsan:build_experiment")
-register_method("jlad", "corrmark.train.jlad:build_experiment")
-register_method("c3", "corrmark.train.c3:build_experiment")
 
 __all__ = [
     "METHODS", "BatchSource", "DistributedSetup", "Experiment", "Trainer", "capture_rng_state", "check_state_keys",

@@ -32,7 +32,7 @@ Config::
     seed: 0
     model: {image_size: 64, num_landmarks: 10, ...}                      # C3Config
     data:
-      sources: [{dataset: mtfl, root: ../shared/data/mtfl, split: train, limit: null}]
+      sources: [{dataset: mtfl, root: ../shared/data/mtfl, split: train, limit: null}]   # corrmark.data.sources
       load_size: 96
       batch_size: 8
       steps_per_epoch: 100
@@ -50,7 +50,6 @@ Config::
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import numpy as np
@@ -59,15 +58,16 @@ from tqdm import tqdm
 
 from ..cache import cache_key, load_or_build
 from ..config import check_known_keys
+from ..data.sources import SourceRules, collect_source_images
 from ..data.synthetic import SyntheticWarp, WarpConfig, color_jitter
-from ..errors import CorrmarkError, UnknownNameError
+from ..errors import CorrmarkError
 from ..io import read_image
 from ..losses.c3 import (PerceptualDistance, ReconstructionDistance, cycle_loss, default_margin, detection_loss,
-                         equivariance_loss, flow_equivariance_loss, flow_photometric_loss, flow_supervision_loss,
-                         split_code, swap_twice)
-from ..models.c3 import C3Config, C3Net
+                         equivariance_loss, flow_equivariance_loss, flow_photometric_loss, flow_supervision_loss)
+from ..models.c3 import C3Config, C3Net, split_code, swap_twice
 from ..ops import pixel_to_normalized
 from ..preprocess import Preprocess
+from ..registry import register_trainer
 from .runner import Experiment
 from .trainer import cosine_schedule
 
@@ -90,26 +90,13 @@ SCHEDULE_DEFAULTS = {"steps": 3000, "cross_start": 600, "cross_ramp": 600}
 CACHE_KIND = "c3_images"  # folder under $CORRMARK_CACHE (corrmark.cache)
 
 
-def collect_paths(sources: list[dict], data_seed: int) -> list[str]:
-    """Image paths of the data sources (annotations are never read); ``limit`` takes a seeded subset."""
-    from ..data import open_image_dataset
+#: C3's data sources (no group: pairs are any two images); the limit subset is seeded by [data_seed, source, 41]
+SOURCE_RULES = SourceRules("C3", subset_salt=(41,), min_images=2)
 
-    paths = []
-    for number, source in enumerate(sources):
-        source = dict(source)
-        kind, root = str(source.pop("dataset")), os.path.expandvars(str(source.pop("root")))
-        split, limit = source.pop("split", None), source.pop("limit", None)
-        if source:
-            raise UnknownNameError(f"unknown C3 data source option(s): {', '.join(sorted(source))}")
-        dataset = open_image_dataset(kind, root, split, load_images=False)
-        found = [str(dataset[index]["path"]) for index in range(len(dataset))]
-        if limit is not None and int(limit) < len(found):
-            chosen = np.random.default_rng([int(data_seed), number, 41]).choice(len(found), int(limit), replace=False)
-            found = [found[i] for i in sorted(chosen)]
-        paths.extend(found)
-    if len(paths) < 2:
-        raise CorrmarkError(f"C3 needs at least two training images, the data sources hold {len(paths)}")
-    return paths
+
+def collect_training_paths(sources: list[dict], data_seed: int) -> list[str]:
+    """Image paths of the data sources (``corrmark.data.sources``; annotations are never read)."""
+    return [image.path for image in collect_source_images(sources, data_seed, SOURCE_RULES)]
 
 
 def load_collection(paths: list[str], load_size: int, cache: bool = True, progress: bool = True) -> torch.Tensor:
@@ -282,6 +269,7 @@ class C3Step:
 # --- experiment -----------------------------------------------------------------------------------------------------
 
 
+@register_trainer("c3", source_rules=SOURCE_RULES)
 def build_experiment(config: dict, device="cpu", images: torch.Tensor | None = None,
                      perceptual: bool | None = None, progress: bool = True) -> Experiment:
     """``method: c3`` -> Experiment (module docstring). ``images`` (uint8 ``(N, 3, L, L)``) skips reading the
@@ -298,7 +286,7 @@ def build_experiment(config: dict, device="cpu", images: torch.Tensor | None = N
         if "sources" not in data:
             raise CorrmarkError("the C3 config needs data.sources (training images)")
         started = time.perf_counter()
-        paths = collect_paths(list(data["sources"]), int(data.get("data_seed", 0)))
+        paths = collect_training_paths(data["sources"], int(data.get("data_seed", 0)))
         images = load_collection(paths, int(data.get("load_size", model_config.image_size)), progress=progress)
         config.setdefault("data_info", {"images": len(paths), "load_seconds": round(time.perf_counter() - started, 1)})
     use_perceptual = float(options["perceptual"]) > 0 if perceptual is None else perceptual

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import CorrmarkError
 
@@ -172,8 +173,6 @@ class StepModule(torch.nn.Module):
 
 def wrap_step(model: torch.nn.Module, step, device: torch.device, find_unused_parameters: bool = True):
     """``batch -> losses`` through DistributedDataParallel (one device per process)."""
-    from torch.nn.parallel import DistributedDataParallel
-
     device_ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(StepModule(model, step), device_ids=device_ids,
                                    find_unused_parameters=find_unused_parameters)

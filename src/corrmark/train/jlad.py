@@ -28,7 +28,8 @@ Config::
     seed: 0
     model: {backbone: dinov2_vits14, layers: [8], image_size: 224, num_landmarks: 10, radius: 5, ...}  # JLADConfig
     data:
-      sources:   # dataset: mtfl | cub-unlabeled | image-folder | pf-willow; root; split; limit; group
+      sources:   # corrmark.data.sources: dataset (mtfl | cub-unlabeled | image-folder | pf-willow | ...), root,
+                 # split, limit, group
         - {dataset: mtfl, root: ../shared/data/mtfl, split: train, limit: 1000, group: face}
       views: 3
       warp: {rotation: 15, scale: [0.9, 1.9], tps_probability: 0.5, flip_probability: 0.0}   # WarpConfig
@@ -45,7 +46,6 @@ Config::
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass
 
@@ -53,16 +53,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..cache import FrozenBank, cache_key
+from ..cache import FeatureBank, cache_key
 from ..config import check_known_keys
+from ..data.sources import SourceImage, SourceRules, collect_source_images
 from ..data.synthetic import SyntheticWarp, WarpConfig
-from ..errors import CorrmarkError, UnknownNameError
+from ..errors import CorrmarkError
 from ..io import read_image
 from ..losses.jlad import (ALIGNMENT_STAGE_WEIGHTS, DETECTION_STAGE_WEIGHTS, default_margin, detection_loss,
                            equivariance_loss, joint_loss, normalized_mapping, probabilistic_alignment_loss,
                            synthetic_alignment_loss, total_loss)
 from ..models.jlad import FrozenFeatures, JLADConfig, JLADNet
-from ..ops import inside_map, resize_mapping
+from ..ops import inside_map, pixel_grid, resize_mapping
+from ..registry import register_trainer
 from .runner import Experiment
 
 BANK_VERSION = 1
@@ -115,81 +117,37 @@ class JLADSchedule:
 # --- training images and the feature bank ---------------------------------------------------------------------------
 
 
-def collect_images(sources: list[dict], data_seed: int) -> list[dict]:
-    """``[{"path", "group", "shape"}]`` from the data sources (no annotations are read into training)."""
-    from ..data import open_image_dataset
-
-    items = []
-    for number, source in enumerate(sources):
-        source = dict(source)
-        kind = str(source.pop("dataset"))
-        root = os.path.expandvars(str(source.pop("root")))
-        split = source.pop("split", None)
-        limit = source.pop("limit", None)
-        group = str(source.pop("group", kind))
-        if source:
-            raise UnknownNameError(f"unknown JLAD data source option(s): {', '.join(source)}")
-        if kind == "pf-willow":
-            from ..data.keypoint_pairs import pfwillow_images
-
-            images, _, _ = pfwillow_images(root, split or "train")
-            entries = [{"path": item.path, "category": item.group, "shape": tuple(item.shape)} for item in images]
-        else:
-            dataset = open_image_dataset(kind, root, split, load_images=False)
-            entries = []
-            for index in range(len(dataset)):
-                sample = dataset[index]
-                entries.append({"path": str(sample["path"]), "category": sample.get("category", ""),
-                                "shape": tuple(sample["shape"])})
-        if limit is not None and int(limit) < len(entries):
-            chosen = np.random.default_rng([int(data_seed), number, 17]).choice(len(entries), int(limit), replace=False)
-            entries = [entries[i] for i in sorted(chosen)]
-        for entry in entries:
-            item_group = f"{kind}/{entry['category']}" if group == "@category" else group
-            items.append({"path": entry["path"], "group": item_group, "shape": entry["shape"]})
-    if not items:
-        raise CorrmarkError("the JLAD data sources hold no images")
-    return items
+#: JLAD's data sources (no annotation is read into training); the limit subset is seeded by [data_seed, source, 17]
+SOURCE_RULES = SourceRules("JLAD", subset_salt=(17,), grouped=True)
 
 
-class JLADBank(FrozenBank):
-    """``features`` (N*V, C, h, w) float16, ``mappings`` (N*V, h, w, 2) float32 (view grid -> view 0 grid, identity
-    for view 0), ``groups`` (N,), ``shapes`` (N, 2) original (H, W), ``paths``, ``views`` V, ``size``, ``meta``.
-    Row of image ``i`` view ``v`` = ``i * V + v``."""
-
-    FIELDS = ("features", "mappings", "groups", "shapes", "paths", "views", "size", "meta")
-    JSON_FIELDS = frozenset({"paths", "meta"})
-
-    def __init__(self, features, mappings, groups, shapes, paths, views, size, meta):
-        self.features, self.mappings, self.groups, self.shapes = features, mappings, groups, shapes
-        self.paths, self.views, self.size, self.meta = list(paths), int(views), int(size), meta
-        self.images = len(self.paths)
-
-    @property
-    def channels(self) -> int:
-        return int(self.features.shape[1])
+def collect_training_images(sources: list[dict], data_seed: int) -> list[SourceImage]:
+    """The images of the data sources (``corrmark.data.sources``), each with its group and (H, W)."""
+    return collect_source_images(sources, data_seed, SOURCE_RULES)
 
 
-
-def bank_key(model: JLADConfig, items: list[dict], views: int, warp: dict, data_seed: int) -> str:
+def bank_key(model: JLADConfig, items: list[SourceImage], views: int, warp: dict, data_seed: int) -> str:
     return cache_key({"version": BANK_VERSION, "backbone": model.backbone, "layers": model.layers,
-                      "image_size": model.image_size, "images": [(item["path"], item["group"]) for item in items],
+                      "image_size": model.image_size, "images": [(item.path, item.group) for item in items],
                       "views": views, "warp": warp, "data_seed": data_seed})
 
 
-def build_bank(model: JLADConfig, items: list[dict], views: int = 3, warp: dict | None = None, data_seed: int = 0,
-               device="cpu", weights_files=None, cache: bool = True, progress: bool = True, chunk: int = 8,
-               frozen: FrozenFeatures | None = None) -> JLADBank:
-    """Frozen features of ``views`` views of every image (and the true mappings of the warped views), or the cache."""
+def build_bank(model: JLADConfig, items: list[SourceImage], views: int = 3, warp: dict | None = None,
+               data_seed: int = 0, device="cpu", weights_files=None, cache: bool = True, progress: bool = True,
+               chunk: int = 8, frozen: FrozenFeatures | None = None) -> FeatureBank:
+    """Frozen features of ``views`` views of every image (and the true mappings of the warped views), or the cache:
+    a ``FeatureBank`` with ``features`` (N * V, C, h, w) float16, ``mappings`` (N * V, h, w, 2) float32 (view grid ->
+    view 0 grid, the identity for view 0), ``shapes`` (N, 2) original (H, W), ``paths``, ``size`` (square input)."""
     warp_values = {**DEFAULT_WARP, **dict(warp or {})}
     key = bank_key(model, items, views, warp_values, data_seed)
-    return JLADBank.load_or_build(
+    return FeatureBank.load_or_build(
         CACHE_KIND, key, lambda: _extract_bank(model, items, views, warp_values, data_seed, key, device, weights_files,
                                                progress, chunk, frozen), cache)
 
 
-def _extract_bank(model: JLADConfig, items: list[dict], views: int, warp_values: dict, data_seed: int, key: str,
-                  device, weights_files, progress: bool, chunk: int, frozen: FrozenFeatures | None) -> JLADBank:
+def _extract_bank(model: JLADConfig, items: list[SourceImage], views: int, warp_values: dict, data_seed: int,
+                  key: str, device, weights_files, progress: bool, chunk: int,
+                  frozen: FrozenFeatures | None) -> FeatureBank:
     frozen = frozen or FrozenFeatures(model, device=device, weights_files=weights_files)
     size = frozen.input_size
     warper = SyntheticWarp(WarpConfig.from_dict(warp_values))
@@ -197,7 +155,7 @@ def _extract_bank(model: JLADConfig, items: list[dict], views: int, warp_values:
     features, mappings = [None] * (len(items) * views), [None] * (len(items) * views)
     for start in tqdm(range(0, len(items), chunk), desc="jlad features", disable=not progress, unit="batch"):
         batch = items[start:start + chunk]
-        images = torch.cat([frozen.preprocess.to_input(read_image(item["path"])) for item in batch])
+        images = torch.cat([frozen.preprocess.to_input(read_image(item.path)) for item in batch])
         for view in range(views):
             if view == 0:
                 view_images = images
@@ -210,8 +168,6 @@ def _extract_bank(model: JLADConfig, items: list[dict], views: int, warp_values:
                 described = frozen(view_images.to(device)).cpu()
             grid_hw = tuple(described.shape[-2:])
             if mapping is None:
-                from ..ops import pixel_grid
-
                 grid_mapping = pixel_grid(*grid_hw).expand(len(batch), *grid_hw, 2)
             else:
                 grid_mapping = resize_mapping(mapping.float(), grid_hw, (size, size), grid_hw)
@@ -219,13 +175,13 @@ def _extract_bank(model: JLADConfig, items: list[dict], views: int, warp_values:
                 row = (start + offset) * views + view
                 features[row] = described[offset].to(torch.float16)
                 mappings[row] = grid_mapping[offset].float()
-    groups = sorted({item["group"] for item in items})
-    return JLADBank(torch.stack(features), torch.stack(mappings),
-                    torch.tensor([groups.index(item["group"]) for item in items], dtype=torch.int64),
-                    torch.tensor([tuple(item["shape"]) for item in items], dtype=torch.int64),
-                    [item["path"] for item in items], views, size,
-                    {"key": key, "groups": groups, "images": len(items), "views": views, "warp": warp_values,
-                     "seconds": round(time.perf_counter() - started, 1)})
+    groups = sorted({item.group for item in items})
+    return FeatureBank(features=torch.stack(features), mappings=torch.stack(mappings),
+                       groups=torch.tensor([groups.index(item.group) for item in items], dtype=torch.int64),
+                       shapes=torch.tensor([tuple(item.shape) for item in items], dtype=torch.int64),
+                       paths=[item.path for item in items], views=views, size=int(size),
+                       meta={"key": key, "groups": groups, "images": len(items), "views": views,
+                             "warp": warp_values, "seconds": round(time.perf_counter() - started, 1)})
 
 
 # --- batches --------------------------------------------------------------------------------------------------------
@@ -236,7 +192,7 @@ class JLADBatches:
     (two different images of one group, random views) in the alternation; ``synthetic_batch > 0`` adds a synthetic
     pair batch of that size to every alternation batch."""
 
-    def __init__(self, bank: JLADBank, schedule: JLADSchedule, batch_size: int = 8, steps_per_epoch: int = 50,
+    def __init__(self, bank: FeatureBank, schedule: JLADSchedule, batch_size: int = 8, steps_per_epoch: int = 50,
                  synthetic_batch: int = 0):
         self.bank, self.schedule = bank, schedule
         self.batch_size, self.steps, self.synthetic_batch = int(batch_size), int(steps_per_epoch), int(synthetic_batch)
@@ -388,7 +344,8 @@ def step_schedule(total_steps: int, milestones=(0.6, 0.9), factor: float = 0.1):
     return lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
 
 
-def build_experiment(config: dict, device="cpu", bank: JLADBank | None = None, progress: bool = True) -> Experiment:
+@register_trainer("jlad", source_rules=SOURCE_RULES)
+def build_experiment(config: dict, device="cpu", bank: FeatureBank | None = None, progress: bool = True) -> Experiment:
     """``method: jlad`` -> Experiment (see the module docstring for the config). ``bank`` skips the feature bank
     (tests); ``progress`` shows the feature bar."""
     model_config = JLADConfig.from_dict(config.get("model"))
@@ -404,7 +361,7 @@ def build_experiment(config: dict, device="cpu", bank: JLADBank | None = None, p
         if "sources" not in data:
             raise CorrmarkError("the JLAD config needs data.sources (training images)")
         data_seed = int(data.get("data_seed", 0))
-        items = collect_images(list(data["sources"]), data_seed)
+        items = collect_training_images(data["sources"], data_seed)
         bank = build_bank(model_config, items, int(data.get("views", 3)), data.get("warp"), data_seed, device=device,
                           weights_files=config.get("weights_files"), progress=progress)
         config.setdefault("data_info", bank.meta)

@@ -2,15 +2,16 @@
 
 Common config keys (every method)::
 
-    method: sfnet            # a key of METHODS
+    method: sfnet            # a name in METHODS (the training-method registry)
     name: sfnet_cub          # run name; default output folder runs/<name>
     seed: 0
     output: runs/sfnet_cub   # optional output folder (overridden by run_config(out_dir=...))
     train: {steps: 1000, log_every: 10, checkpoint_every: 100, threads: null, ...}
 
-Everything else is the method's own (``model:``, ``data:``, ``loss:``...). A method registers a builder
-``(config: dict, device) -> Experiment``; builders are given as callables or as ``"module:function"`` strings
-(imported on first use, so ``import corrmark.train`` stays light).
+Everything else is the method's own (``model:``, ``data:``, ``loss:``...). A method registers its builder
+``(config: dict, device[, progress]) -> Experiment`` with ``@register_trainer("name")`` (``corrmark.registry``) in
+``train/<method>.py``; ``register_method`` adds one from elsewhere, as a callable or a ``"module:function"``
+string (imported on first use).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from pathlib import Path
 import torch
 
 from ..config import apply_overrides, load_config_file
-from ..errors import CorrmarkError, UnknownNameError
+from ..errors import CorrmarkError
+from ..registry import TRAINERS
 from .checkpoint import seed_everything
 from .distributed import DistributedSetup, barrier, device_for, process_group, resolve_setup
 from .trainer import BatchSource, Trainer
@@ -46,25 +48,21 @@ class Experiment:
     trainer_options: dict = field(default_factory=dict)  # log_every, checkpoint_every, keep_checkpoints, ...
 
 
-METHODS: dict[str, Callable | str] = {
-    "sfnet": "corrmark.train.sfnet:build_experiment",
-}
+METHODS = TRAINERS  # name -> builder; filled by @register_trainer in train/<method>.py
 
 
 def register_method(name: str, builder: Callable | str) -> None:
-    """Make ``method: name`` in configs build its experiment with ``builder(config, device)``."""
-    METHODS[str(name)] = builder
+    """Make ``method: name`` in configs build its experiment with ``builder(config, device)``, replacing an earlier
+    builder of that name; ``builder`` may be a ``"module:function"`` string, imported on first use."""
+    TRAINERS.add(str(name), builder, replace=True)
 
 
 def _builder(method: str) -> Callable:
-    try:
-        builder = METHODS[method]
-    except KeyError:
-        raise UnknownNameError(f"unknown training method {method!r}; available: {', '.join(sorted(METHODS))}") from None
+    builder = TRAINERS[method]
     if isinstance(builder, str):
         module, _, function = builder.partition(":")
         builder = getattr(importlib.import_module(module), function)
-        METHODS[method] = builder
+        TRAINERS.add(method, builder, replace=True)
     return builder
 
 

@@ -44,18 +44,24 @@ Config::
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..cache import FeatureBank
 from ..config import check_known_keys
-from ..data.keypoint_pairs import (FixedPairs, KeypointBank, RandomPairs, build_keypoint_bank, face_test_pairs,
-                                   mtfl_images, pfwillow_images, stanfordextra_fold)
+from ..data.keypoint_pairs import (FixedPairs, RandomPairs, build_keypoint_bank, face_test_pairs, mtfl_images,
+                                   pfwillow_images, stanfordextra_fold)
 from ..errors import CorrmarkError, UnknownNameError
+from ..eval.interocular import InterOcularPCK
+from ..eval.pck import PCKAccumulator, PCKProtocol
 from ..losses.scorrsan import (dilate_mask, keypoint_mask, mask_positions, pseudo_label_loss, selection_ratio,
                                sparse_flow_loss)
 from ..models.scorrsan import MutualHeads, ScorrsanConfig, ScorrsanHead, head_from_checkpoint
 from ..preprocess import resize_points
+from ..registry import register_trainer
+from .checkpoint import read_checkpoint, save_checkpoint
 from .runner import Experiment
 from .trainer import cosine_schedule
 
@@ -227,6 +233,7 @@ class MutualStep:
 # --- the experiment -------------------------------------------------------------------------------------------------
 
 
+@register_trainer("scorrsan")
 def build_experiment(config: dict, device="cpu", progress: bool = True) -> Experiment:
     """``method: scorrsan`` -> Experiment (see the module docstring); ``progress`` shows the feature bar."""
     model = ScorrsanConfig.from_dict(config.get("model"))
@@ -246,8 +253,6 @@ def build_experiment(config: dict, device="cpu", progress: bool = True) -> Exper
     else:
         module = ScorrsanHead(model, bank.channels, bank.stride)
         if ts["variant"] == "st":
-            from .checkpoint import read_checkpoint
-
             teacher, teacher_config, _ = head_from_checkpoint(read_checkpoint(os.path.expandvars(str(ts["teacher"]))))
             if teacher_config.image_size != model.image_size or teacher_config.backbone != model.backbone:
                 raise CorrmarkError("the ST teacher must use the student's descriptor and image size")
@@ -271,7 +276,7 @@ def build_experiment(config: dict, device="cpu", progress: bool = True) -> Exper
 
 
 @torch.no_grad()
-def predict_pairs(head: ScorrsanHead, bank: KeypointBank, pairs, batch_size: int = 16) -> list[np.ndarray]:
+def predict_pairs(head: ScorrsanHead, bank: FeatureBank, pairs, batch_size: int = 16) -> list[np.ndarray]:
     """t2s predictions for ``pairs`` ((source, target) image indices, view 0): for each pair the source-image
     (original pixels) positions of the target's keypoints, (K, 2), NaN where the target keypoint is missing."""
     head.eval()
@@ -290,17 +295,14 @@ def predict_pairs(head: ScorrsanHead, bank: KeypointBank, pairs, batch_size: int
     return results
 
 
-def original_points(bank: KeypointBank, image: int) -> np.ndarray:
+def original_points(bank: FeatureBank, image: int) -> np.ndarray:
     shape = tuple(int(v) for v in bank.shapes[image])
     return resize_points(bank.points[bank.rows([image])[0]].double(), (bank.size, bank.size), shape).numpy()
 
 
-def evaluate_pairs(head: ScorrsanHead, bank: KeypointBank, pairs, alphas=(0.05, 0.1, 0.15), interocular=False,
+def evaluate_pairs(head: ScorrsanHead, bank: FeatureBank, pairs, alphas=(0.05, 0.1, 0.15), interocular=False,
                    categories=None) -> dict:
     """PCK (t2s, per pair) of ``head`` on bank pairs: ``kp-bbox`` and, for faces, the inter-ocular threshold."""
-    from ..eval.interocular import InterOcularPCK
-    from ..eval.pck import PCKAccumulator, PCKProtocol
-
     predictions = predict_pairs(head, bank, pairs)
     kp_box = PCKAccumulator(PCKProtocol("t2s", "kp-bbox", "pair", alphas))
     eyes = InterOcularPCK("t2s", alphas) if interocular else None
@@ -321,10 +323,6 @@ def evaluate_pairs(head: ScorrsanHead, bank: KeypointBank, pairs, alphas=(0.05, 
 def select_mutual_head(final_path, config_path_or_dict=None, device="cpu", progress=False):
     """Score both heads of an MT checkpoint on the validation pairs (kp-bbox PCK@0.1, t2s) and write
     ``selected.pt`` beside it, with ``metrics.selected_head`` and both validation scores. Returns its path."""
-    from pathlib import Path
-
-    from .checkpoint import read_checkpoint, save_checkpoint
-
     payload = read_checkpoint(final_path)
     config = payload["config"]
     model = ScorrsanConfig.from_dict(config.get("model"))

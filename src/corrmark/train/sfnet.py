@@ -13,9 +13,9 @@ Config (``method: sfnet``)::
 
     model: {levels: [[dinov2_vits14:8, efficientnet_lite0:3], [efficientnet_lite0:4]], image_size: 224, ...}
     data:
-      sources:   # each: dataset (cub-unlabeled | stanfordextra | image-folder | mtfl), root, split, limit,
-                 # masks (saliency | dataset), group (pairs are drawn inside a group; "@category" = each image's
-                 # category, e.g. its folder in an image-folder), saliency_threshold
+      sources:   # corrmark.data.sources: dataset, root, split, limit, group (pairs are drawn inside a group;
+                 # "@category" = each image's category, e.g. its folder in an image-folder), and SFNet's own
+                 # masks (saliency | dataset: StanfordExtra's silhouettes), saliency_threshold
         - {dataset: cub-unlabeled, root: ../shared/data/cub-birds-unlabeled, split: train, limit: 800,
            masks: saliency, group: bird}
       views: 2
@@ -30,7 +30,6 @@ Config (``method: sfnet``)::
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
@@ -38,13 +37,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..cache import FrozenBank, cache_key
+from ..cache import FeatureBank, cache_key
+from ..data.saliency import SaliencyMasks
+from ..data.sources import SourceImage, SourceRules, collect_source_images
 from ..data.synthetic import SyntheticWarp, WarpConfig
 from ..errors import CorrmarkError, UnknownNameError
 from ..io import read_image
 from ..losses.sfnet import sfnet_loss
 from ..models.sfnet import SFNetConfig, SFNetFeatures, SFNetHead
 from ..preprocess import Preprocess
+from ..registry import register_trainer
 from .runner import Experiment
 from .trainer import cosine_schedule
 
@@ -58,72 +60,44 @@ CACHE_KIND = "sfnet_features"  # folder under $CORRMARK_CACHE (corrmark.cache)
 # --- training images with masks -------------------------------------------------------------------------------------
 
 
-def collect_images(sources: list[dict], data_seed: int) -> list[dict]:
-    """``[{"path", "group", "mask": "saliency" | ("dataset", loader, index), "threshold"}]`` from the data sources."""
-    from ..data import open_image_dataset
-    from ..data.stanfordextra import StanfordExtra
-
-    items = []
-    for number, source in enumerate(sources):
-        source = dict(source)
-        kind = source.pop("dataset")
-        root = os.path.expandvars(str(source.pop("root")))
-        split = source.pop("split", None)
-        limit = source.pop("limit", None)
-        masks = source.pop("masks", "saliency")
-        group = str(source.pop("group", kind))
-        threshold = float(source.pop("saliency_threshold", DEFAULT_SALIENCY_THRESHOLD))
-        if source:
-            raise UnknownNameError(f"unknown SFNet data source option(s): {', '.join(source)}")
-        if kind == "stanfordextra":
-            dataset = StanfordExtra(root, load_images=False)
-            entries = [{"path": str(r["path"]), "loader": dataset, "index": i} for i, r in enumerate(dataset.images)]
-        else:
-            dataset = open_image_dataset(kind, root, split, load_images=False)
-            entries = [{"path": str(dataset[i]["path"]), "category": dataset[i].get("category", "")}
-                       for i in range(len(dataset))]
-            if masks == "dataset":
-                raise CorrmarkError(f"data source {kind} has no masks; use masks: saliency")
-        if limit is not None and int(limit) < len(entries):
-            chosen = np.random.default_rng([data_seed, number]).choice(len(entries), int(limit), replace=False)
-            entries = [entries[i] for i in sorted(chosen)]
-        for entry in entries:
-            item_group = f"{kind}/{entry.get('category', '')}" if group == "@category" else group
-            items.append({"path": entry["path"], "group": item_group, "masks": masks, "threshold": threshold,
-                          "loader": entry.get("loader"), "index": entry.get("index")})
-    if not items:
-        raise CorrmarkError("the SFNet data sources hold no images")
-    return items
+MASK_SOURCES = ("saliency", "dataset")
+#: SFNet's data sources: the limit subset is seeded by [data_seed, source number] alone (what the existing banks used)
+SOURCE_RULES = SourceRules("SFNet", subset_salt=(), grouped=True,
+                           options={"masks": "saliency", "saliency_threshold": DEFAULT_SALIENCY_THRESHOLD})
 
 
-def _load_mask(item: dict, image: np.ndarray, saliency) -> np.ndarray:
-    if item["masks"] == "dataset":
-        return item["loader"].mask(item["index"], image.shape[:2])
-    if item["masks"] == "saliency":
-        return saliency.probability(image) >= item["threshold"]
-    raise UnknownNameError(f"unknown mask source {item['masks']!r}; use saliency or dataset")
+def collect_training_images(sources: list[dict], data_seed: int) -> list[SourceImage]:
+    """The images of the data sources, each with its ``masks`` and ``saliency_threshold`` options (checked here,
+    before the bank)."""
+    images = collect_source_images(sources, data_seed, SOURCE_RULES)
+    for image in images:
+        masks = image.options["masks"]
+        if masks not in MASK_SOURCES:
+            raise UnknownNameError(f"unknown mask source {masks!r}; use {' or '.join(MASK_SOURCES)}")
+        if masks == "dataset" and not hasattr(image.dataset, "mask"):
+            raise CorrmarkError(f"data source {sources[image.source]['dataset']} has no masks; use masks: saliency")
+    return images
+
+
+def _mask_options(image: SourceImage) -> tuple[str, float]:
+    """``(masks, saliency threshold)`` of an image, as the bank key has always recorded them."""
+    return image.options["masks"], float(image.options["saliency_threshold"])
+
+
+def _load_mask(image: SourceImage, pixels: np.ndarray, saliency) -> np.ndarray:
+    masks, threshold = _mask_options(image)
+    if masks == "dataset":
+        return image.dataset.mask(image.index, pixels.shape[:2])
+    return saliency.probability(pixels) >= threshold
 
 
 # --- the feature bank -----------------------------------------------------------------------------------------------
 
 
-class FeatureBank(FrozenBank):
-    """Frozen level features and grid masks of every view: ``levels[l]`` (N * V, C_l, h_l, w_l) float16,
-    ``masks`` (N * V, 1, h, w) float16 on the correlation grid, ``groups`` (N,) int, ``views`` V."""
-
-    FIELDS = ("levels", "masks", "groups", "views", "meta")
-    JSON_FIELDS = frozenset({"meta"})
-
-    def __init__(self, levels, masks, groups, views, meta):
-        self.levels, self.masks, self.groups, self.views, self.meta = levels, masks, groups, int(views), meta
-        self.images = len(groups)
-        self.level_channels = [level.shape[1] for level in levels]
-
-
-def bank_key(model_config: SFNetConfig, items: list[dict], views: int, warp: dict, data_seed: int) -> str:
+def bank_key(model_config: SFNetConfig, images: list[SourceImage], views: int, warp: dict, data_seed: int) -> str:
     fields = {
         "version": BANK_VERSION, "levels": model_config.levels, "image_size": model_config.image_size,
-        "images": [(item["path"], item["group"], item["masks"], item["threshold"]) for item in items],
+        "images": [(image.path, image.group, *_mask_options(image)) for image in images],
         "views": views, "warp": warp, "data_seed": data_seed,
     }
     if model_config.source_scaling != "channels":  # the default stays out, so existing banks keep their keys
@@ -137,25 +111,23 @@ def build_feature_bank(model_config: SFNetConfig, data: dict, device="cpu", weig
     data_seed = int(data.get("data_seed", 0))
     views = int(data.get("views", 2))
     warp_values = dict(data.get("warp") or {})
-    items = collect_images(list(data["sources"]), data_seed)
+    items = collect_training_images(data["sources"], data_seed)
     key = bank_key(model_config, items, views, warp_values, data_seed)
     return FeatureBank.load_or_build(
         CACHE_KIND, key, lambda: _extract_bank(model_config, items, views, warp_values, data_seed, key, device,
                                                weights_files, progress), cache)
 
 
-def _extract_bank(model_config: SFNetConfig, items: list[dict], views: int, warp_values: dict, data_seed: int,
-                  key: str, device, weights_files, progress: bool) -> FeatureBank:
+def _extract_bank(model_config: SFNetConfig, items: list[SourceImage], views: int, warp_values: dict,
+                  data_seed: int, key: str, device, weights_files, progress: bool) -> FeatureBank:
     features = SFNetFeatures(model_config.levels, device=device, weights_files=weights_files,
                              source_scaling=model_config.source_scaling).eval()
     preprocess = Preprocess(model_config.image_size, features.size_multiple)
     warp = SyntheticWarp(WarpConfig.from_dict(warp_values))
     saliency = None
-    if any(item["masks"] == "saliency" for item in items):
-        from ..data.saliency import SaliencyMasks
-
+    if any(item.options["masks"] == "saliency" for item in items):
         saliency = SaliencyMasks(threads=max(1, torch.get_num_threads()))
-    group_names = sorted({item["group"] for item in items})
+    group_names = sorted({item.group for item in items})
     started = time.perf_counter()
     level_parts: list[list[torch.Tensor]] = [[] for _ in model_config.levels]
     mask_parts = []
@@ -164,7 +136,7 @@ def _extract_bank(model_config: SFNetConfig, items: list[dict], views: int, warp
         batch_items = items[start:start + chunk]
         images, masks = [], []
         for item in batch_items:
-            image = read_image(item["path"])
+            image = read_image(item.path)
             mask = _load_mask(item, image, saliency)
             images.append(preprocess.to_input(image)[0])
             masks.append(preprocess.resize_batch(torch.from_numpy(mask.astype(np.float32))[None, None])[0])
@@ -197,10 +169,10 @@ def _extract_bank(model_config: SFNetConfig, items: list[dict], views: int, warp
         return stacked[torch.tensor(order)].contiguous()
 
     return FeatureBank(
-        [interleave(parts) for parts in level_parts], interleave(mask_parts),
-        torch.tensor([group_names.index(item["group"]) for item in items], dtype=torch.int64), views,
-        {"images": count, "groups": group_names, "seconds": round(time.perf_counter() - started, 1), "key": key,
-         "mean_mask_fraction": float(torch.cat(mask_parts).float().mean())},
+        levels=[interleave(parts) for parts in level_parts], masks=interleave(mask_parts),
+        groups=torch.tensor([group_names.index(item.group) for item in items], dtype=torch.int64), views=views,
+        meta={"images": count, "groups": group_names, "seconds": round(time.perf_counter() - started, 1), "key": key,
+              "mean_mask_fraction": float(torch.cat(mask_parts).float().mean())},
     )
 
 
@@ -266,6 +238,7 @@ class _Step:
         return sfnet_step(head, batch, self.weights)
 
 
+@register_trainer("sfnet", source_rules=SOURCE_RULES)
 def build_experiment(config: dict, device="cpu", progress: bool = True) -> Experiment:
     """``method: sfnet`` -> Experiment (see the module docstring for the config); ``progress`` shows the feature
     bar."""
@@ -280,7 +253,7 @@ def build_experiment(config: dict, device="cpu", progress: bool = True) -> Exper
     config.setdefault("data_info", bank.meta)
     # seeded here: building the bank (or loading it from the cache) must not change the initial weights
     torch.manual_seed(int(config.get("seed", 0)))
-    head = SFNetHead(model_config, bank.level_channels)
+    head = SFNetHead(model_config, [level.shape[1] for level in bank.levels])
     batches = PairBatches(bank, data.get("batch_size", 8), data.get("steps_per_epoch", 100),
                           data.get("same_image_probability", 0.5))
     steps = int(train.get("steps", 1000))

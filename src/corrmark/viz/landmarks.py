@@ -15,7 +15,8 @@ def landmark_figure(images: Sequence[np.ndarray], points, path, regressed=None, 
                     tile: int = 160):
     """A grid of images with their discovered landmarks (``corrmark.viz.draw_points``); with ``regressed`` a second
     row per image row shows the regressed annotated landmarks (dots), with ``truth`` beside the ground truth (rings,
-    a white line for the error). A legend strip says what the rows and colours mean. Saves to ``path``."""
+    a white line for the error). A legend strip says what the rows and colours mean. Saves to ``path``: a ``.jpg``
+    path keeps the file small (JPEG, ``save_image``), a ``.png`` one is written with 256 colours."""
     tiles = []
     for index, image in enumerate(images):
         scale = tile / max(image.shape[:2])
@@ -43,4 +44,4 @@ def landmark_figure(images: Sequence[np.ndarray], points, path, regressed=None, 
         rows = "regressed annotated points (dots)" + (" and ground truth (rings, white line = error)"
                                                       if truth is not None else "")
         entries.append((None, f"second row: {rows}, colour = annotated point index"))
-    return save_image(with_legend(canvas, entries), path)
+    return save_image(with_legend(canvas, entries), path, photo=True)

@@ -1,6 +1,7 @@
 """Dense descriptors for matching: one or several backbones, resized to one grid, normalised and concatenated.
 
-Shared by the zero-shot matcher and by trained methods that start from frozen features.
+Shared by the zero-shot matcher, the trained methods that start from frozen features, and the feature banks of
+``corrmark.data`` (so it lives with the backbones, below both).
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..backbones import build_backbone
 from ..errors import CorrmarkError
+from . import build_backbone
 
 
 class DescriptorExtractor(torch.nn.Module):
