@@ -10,7 +10,7 @@ import torch
 from corrmark.errors import InvalidKeypointsError, UnknownNameError
 from corrmark.eval.landmark_detection import detect_landmarks, export_landmarks
 from corrmark.eval.landmarks import (apply_landmark_regressor, evaluate_landmark_points, evaluate_landmarks,
-                                     fit_landmark_regressor, normalised_errors)
+                                     fit_landmark_regressor, normalized_errors)
 from corrmark.models.base import LandmarkModel
 
 
@@ -54,16 +54,16 @@ def test_a_known_offset_gives_a_known_error():
 def test_inter_ocular_normalisation_uses_landmarks_1_and_2():
     annotated = np.array([[[0.0, 0.0], [30.0, 40.0], [10.0, 10.0]]])  # eyes 50 px apart
     predicted = annotated + np.array([[[0.0, 0.0], [0.0, 0.0], [5.0, 0.0]]])
-    errors = normalised_errors(predicted, annotated, "inter-ocular")
+    errors = normalized_errors(predicted, annotated, "inter-ocular")
     np.testing.assert_allclose(errors, [[0.0, 0.0, 0.1]])
-    errors = normalised_errors(predicted, annotated, "inter-ocular", eyes=(0, 2))  # other eye indices
+    errors = normalized_errors(predicted, annotated, "inter-ocular", eyes=(0, 2))  # other eye indices
     np.testing.assert_allclose(errors, [[0.0, 0.0, 5.0 / np.hypot(10, 10)]])
 
 
 def test_kp_bbox_normalisation_and_missing_annotations():
     annotated = np.array([[[0.0, 0.0], [20.0, 10.0], [np.nan, np.nan]]])  # box 20 x 10 -> length 20
     predicted = np.array([[[2.0, 0.0], [20.0, 10.0], [500.0, 500.0]]])
-    errors = normalised_errors(predicted, annotated, "kp-bbox")
+    errors = normalized_errors(predicted, annotated, "kp-bbox")
     np.testing.assert_allclose(errors[0, :2], [0.1, 0.0])
     assert np.isnan(errors[0, 2])
 

@@ -19,7 +19,7 @@ image, as every coordinate in corrmark.
 Object protocol (PF-WILLOW, per category with the SCorrSAN image split): one regressor per category, errors divided
 by the kp-bbox length, mean over categories (``per_category=True``, :func:`pfwillow_landmark_images`).
 
-API: :func:`fit_landmark_regressor`, :func:`apply_landmark_regressor`, :func:`normalised_errors` (pure numpy);
+API: :func:`fit_landmark_regressor`, :func:`apply_landmark_regressor`, :func:`normalized_errors` (pure numpy);
 :func:`evaluate_landmark_points` (arrays in, result dict out); :func:`evaluate_landmarks` (model + train/test datasets
 -> result dict, optional figure); :func:`landmark_equivariance` (the label-free check). Elsewhere: the annotated
 image sets (``eval.landmark_images``), running a model over images and the ``corrmark landmarks`` export
@@ -106,7 +106,7 @@ def apply_landmark_regressor(weights: np.ndarray, discovered) -> np.ndarray:
     return predicted.reshape(len(discovered), -1, 2)
 
 
-def normalising_length(annotated_points, normalisation: str, eyes=DEFAULT_EYES) -> float:
+def normalizing_length(annotated_points, normalisation: str, eyes=DEFAULT_EYES) -> float:
     """The length errors of one image are divided by: inter-ocular distance or max side of the keypoint box."""
     if normalisation == "inter-ocular":
         return interocular_distance(annotated_points, eyes)
@@ -116,13 +116,13 @@ def normalising_length(annotated_points, normalisation: str, eyes=DEFAULT_EYES) 
     raise UnknownNameError(f"unknown landmark normalisation {normalisation!r}; choose one of: {', '.join(NORMALISATIONS)}")
 
 
-def normalised_errors(predicted, annotated, normalisation: str = "inter-ocular", eyes=DEFAULT_EYES) -> np.ndarray:
+def normalized_errors(predicted, annotated, normalisation: str = "inter-ocular", eyes=DEFAULT_EYES) -> np.ndarray:
     """``(N, L)`` errors ``||pred - gt|| / length`` (NaN where the annotation is missing)."""
     predicted = _as_points(predicted, "predicted landmarks")
     annotated = _as_points(annotated, "annotated landmarks")
     if predicted.shape != annotated.shape:
         raise InvalidKeypointsError(f"predicted {predicted.shape} and annotated {annotated.shape} landmarks differ")
-    lengths = np.array([normalising_length(points, normalisation, eyes) for points in annotated])
+    lengths = np.array([normalizing_length(points, normalisation, eyes) for points in annotated])
     distances = np.linalg.norm(predicted - annotated, axis=-1)  # NaN where not annotated
     return distances / lengths[:, None]
 
@@ -148,7 +148,7 @@ def evaluate_landmark_points(train_discovered, train_annotated, test_discovered,
                                       normalisation, eyes, ridge, np.asarray(train_categories), np.asarray(test_categories))
     weights = fit_landmark_regressor(train_discovered, train_annotated, ridge)
     predicted = apply_landmark_regressor(weights, test_discovered)
-    errors = normalised_errors(predicted, test_annotated, normalisation, eyes)
+    errors = normalized_errors(predicted, test_annotated, normalisation, eyes)
     valid = np.isfinite(errors)
     per_landmark = [float(100 * np.mean(errors[valid[:, k], k])) if valid[:, k].any() else None
                     for k in range(errors.shape[1])]
