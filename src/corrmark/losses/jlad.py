@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..config import check_known_keys
 from ..ops import (local_correlation, offset_correlation, pixel_to_normalized, resize_mapping, warp_backward,
                    window_offsets)
 
@@ -34,6 +35,17 @@ def default_margin(num_landmarks: int) -> float:
     if num_landmarks in PAPER_MARGINS:
         return PAPER_MARGINS[num_landmarks]
     return float(min(0.05, max(0.02, 0.5 / num_landmarks)))
+
+
+def landmark_loss_options(values: dict | None, defaults: dict, num_landmarks: int, what: str) -> dict:
+    """A landmark method's loss settings: ``defaults`` updated by ``values`` (an unknown key is one error naming it);
+    a ``margin`` left as None becomes :func:`default_margin` of ``num_landmarks`` (JLAD and C3 share the rule)."""
+    options = dict(defaults)
+    check_known_keys(values, options, what)
+    options.update(values or {})
+    if options.get("margin", 0) is None:
+        options["margin"] = default_margin(num_landmarks)
+    return options
 
 
 # --- alignment ------------------------------------------------------------------------------------------------------

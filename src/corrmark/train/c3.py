@@ -62,8 +62,9 @@ from ..data.sources import SourceRules, collect_source_images
 from ..data.synthetic import SyntheticWarp, WarpConfig, color_jitter
 from ..errors import CorrmarkError
 from ..io import read_image
-from ..losses.c3 import (PerceptualDistance, ReconstructionDistance, cycle_loss, default_margin, detection_loss,
+from ..losses.c3 import (PerceptualDistance, ReconstructionDistance, cycle_loss, detection_loss,
                          equivariance_loss, flow_equivariance_loss, flow_photometric_loss, flow_supervision_loss)
+from ..losses.jlad import landmark_loss_options
 from ..models.c3 import C3Config, C3Net, split_code, swap_twice
 from ..ops import pixel_to_normalized
 from ..preprocess import Preprocess
@@ -165,12 +166,7 @@ class C3Pairs:
 
 
 def loss_options(values: dict | None, num_landmarks: int) -> dict:
-    options = dict(LOSS_DEFAULTS)
-    check_known_keys(values, options, "C3 loss")
-    options.update(values or {})
-    if options["margin"] is None:
-        options["margin"] = default_margin(num_landmarks)
-    return options
+    return landmark_loss_options(values, LOSS_DEFAULTS, num_landmarks, "C3 loss")
 
 
 def schedule_options(values: dict | None) -> dict:

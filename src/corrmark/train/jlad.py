@@ -59,7 +59,7 @@ from ..data.sources import SourceImage, SourceRules, collect_source_images
 from ..data.synthetic import SyntheticWarp, WarpConfig
 from ..errors import CorrmarkError
 from ..io import read_image
-from ..losses.jlad import (ALIGNMENT_STAGE_WEIGHTS, DETECTION_STAGE_WEIGHTS, default_margin, detection_loss,
+from ..losses.jlad import (ALIGNMENT_STAGE_WEIGHTS, DETECTION_STAGE_WEIGHTS, detection_loss, landmark_loss_options,
                            equivariance_loss, joint_loss, normalized_mapping, probabilistic_alignment_loss,
                            synthetic_alignment_loss, total_loss)
 from ..models.jlad import FrozenFeatures, JLADConfig, JLADNet
@@ -259,12 +259,7 @@ DATA_KEYS = ("sources", "views", "warp", "batch_size", "steps_per_epoch", "data_
 
 
 def loss_options(values: dict | None, num_landmarks: int) -> dict:
-    options = dict(LOSS_DEFAULTS)
-    check_known_keys(values, options, "JLAD loss")
-    options.update(values or {})
-    if options["margin"] is None:
-        options["margin"] = default_margin(num_landmarks)
-    return options
+    return landmark_loss_options(values, LOSS_DEFAULTS, num_landmarks, "JLAD loss")
 
 
 def set_trainable(net: JLADNet, stage: str) -> None:
