@@ -4,6 +4,7 @@
 #   configs/sfnet_general.yaml       adaptation started near the identity (BatchNorm scale 0.01)
 #   configs/sfnet_general_init0.1.yaml  the same started at 0.1 (SFNet's default), 800 steps
 #   configs/sfnet_general_long.yaml  that with 2,000 steps: the best, zoo `sfnet_general`
+#   configs/sfnet_general_5k.yaml    that with 5,000 steps: flattened (ablation row)
 # All share one feature bank. Ablation rows: label-free checkpoint selection (held-out Caltech/CUB images; it picks
 # step 100 of the first run), the unadapted start, the test-time fallback. One JSON per row in benchmarks/results/sfnet/.
 # Run from the repository root:  sh benchmarks/sfnet_general.sh  (PYTHON=... to pick the interpreter)
@@ -17,13 +18,14 @@ if [ "$1" != "--skip-training" ]; then
   $PY -m corrmark train configs/sfnet_general.yaml --resume
   $PY -m corrmark train configs/sfnet_general_init0.1.yaml --resume
   $PY -m corrmark train configs/sfnet_general_long.yaml --resume
+  $PY -m corrmark train configs/sfnet_general_5k.yaml --resume
 fi
 $PY -m corrmark export runs/sfnet_general_long/final.pt zoo/sfnet_general.pt
 $EVAL pf-willow --root $PFW --direction t2s --checkpoint zoo/sfnet_general.pt \
     --json benchmarks/results/sfnet/sfnet_general_long_pfwillow.json
 $EVAL stanfordextra --root $DOGS --direction s2t --checkpoint zoo/sfnet_general.pt \
     --json benchmarks/results/sfnet/sfnet_general_long_stanfordextra.json
-for RUN in sfnet_general_init0.1; do
+for RUN in sfnet_general_init0.1 sfnet_general_5k; do
   $EVAL pf-willow --root $PFW --direction t2s --checkpoint runs/$RUN/final.pt --json benchmarks/results/sfnet/${RUN}_pfwillow.json
   $EVAL stanfordextra --root $DOGS --direction s2t --checkpoint runs/$RUN/final.pt \
       --json benchmarks/results/sfnet/${RUN}_stanfordextra.json
