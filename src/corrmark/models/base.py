@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import abc
 import functools
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -137,7 +138,16 @@ def _over_batches(method):
 Matcher.transfer_keypoints = _over_batches(Matcher.transfer_keypoints)  # the default, for matchers without their own
 
 
-def config_from_dict(config_class, values: dict | None, method: str):
-    """Build a method's config dataclass from a dict; unknown keys are one error naming them and the valid ones."""
-    check_known_keys(values, sorted(field.name for field in fields(config_class)), method)
-    return config_class(**(values or {}))
+class MethodConfig:
+    """Base of a method's settings dataclass: ``from_dict`` (unknown keys are one error naming them and the valid
+    ones, prefixed by the method's ``label``) and ``to_dict``."""
+
+    label: ClassVar[str] = "method"
+
+    @classmethod
+    def from_dict(cls, values: dict | None):
+        check_known_keys(values, sorted(field.name for field in fields(cls)), cls.label)
+        return cls(**(values or {}))
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -39,11 +40,12 @@ from ..ops import (correlation_4d, l2_normalize, normalized_to_pixel, pixel_to_n
                    soft_argmax_4d, spatial_expectation, spatial_softmax)
 from ..preprocess import Preprocess
 from ..registry import register_landmark_model
-from .base import LandmarkModel, config_from_dict
+from .base import LandmarkModel, MethodConfig
 
 
 @dataclass
-class C3Config:
+class C3Config(MethodConfig):
+    label: ClassVar[str] = "C3"  # error messages name the method
     image_size: int = 64  # square network input
     num_landmarks: int = 10  # K
     heatmap_stride: int = 2  # landmark maps on an (image_size / stride)^2 grid
@@ -71,12 +73,6 @@ class C3Config:
         if not self.gaussian_sigma > 0 or not self.flow_beta > 0:
             raise CorrmarkError("C3 gaussian_sigma and flow_beta must be positive")
 
-    @classmethod
-    def from_dict(cls, values: dict | None) -> C3Config:
-        return config_from_dict(cls, values, "C3")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
@@ -130,17 +126,24 @@ class PoseEncoder(nn.Module):
 # --- appearance and generator ---------------------------------------------------------------------------------------
 
 
+def strided_stem(channels: int, stride: int) -> tuple[list[nn.Module], int]:
+    """Image ``(B, 3, H, W)`` -> ``(B, channels, H / stride, W / stride)`` layers: a first conv block (half width from 16
+    channels up), then one stride-2 block per doubling of ``stride``. Returns the layers and their output width."""
+    layers = [conv_block(3, channels // 2 if channels >= 16 else channels)]
+    width = layers[0][0].out_channels
+    for _ in range(int(math.log2(stride))):
+        layers.append(conv_block(width, channels, 2))
+        width = channels
+    return layers, width
+
+
 class AppearanceEncoder(nn.Module):
     """Image -> ``(B, C, image_size / appearance_stride, ...)`` features (one conv level per stride doubling)."""
 
     def __init__(self, config: C3Config):
         super().__init__()
         c = config.appearance_channels
-        layers = [conv_block(3, c // 2 if c >= 16 else c)]
-        width = layers[0][0].out_channels
-        for _ in range(int(math.log2(config.appearance_stride))):
-            layers.append(conv_block(width, c, 2))
-            width = c
+        layers, width = strided_stem(c, config.appearance_stride)
         layers.append(nn.Conv2d(width, c, 3, padding=1))
         self.body = nn.Sequential(*layers)
 
@@ -199,11 +202,7 @@ class FlowModule(nn.Module):
     def __init__(self, config: C3Config):
         super().__init__()
         c = config.flow_channels
-        layers = [conv_block(3, c // 2 if c >= 16 else c)]
-        width = layers[0][0].out_channels
-        for _ in range(int(math.log2(config.flow_stride))):
-            layers.append(conv_block(width, c, 2))
-            width = c
+        layers, width = strided_stem(c, config.flow_stride)
         layers += [conv_block(width, c), nn.Conv2d(c, c, 1)]
         self.features = nn.Sequential(*layers)
         self.beta = config.flow_beta

@@ -27,7 +27,8 @@ checkpoint. ``JLADMatcher`` is the Matcher (alignment side), ``JLADLandmarks`` t
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -44,11 +45,12 @@ from ..ops import (dense_self_similarity, grid_stride, grid_to_pixel, l2_normali
                    local_correlation_soft_argmax, pixel_grid, pixel_to_normalized, spatial_expectation)
 from ..preprocess import Preprocess
 from ..registry import register_landmark_model, register_matcher
-from .base import CoarseMapping, LandmarkModel, Matcher, config_from_dict
+from .base import CoarseMapping, LandmarkModel, Matcher, MethodConfig
 
 
 @dataclass
-class JLADConfig:
+class JLADConfig(MethodConfig):
+    label: ClassVar[str] = "JLAD"  # error messages name the method
     backbone: str = "dinov2_vits14"  # frozen part of W_F (backbones.descriptors.parse_backbone_spec syntax)
     layers: list | None = field(default_factory=lambda: [8])
     image_size: int = 224  # square network input (rounded to the backbone's size multiple)
@@ -79,12 +81,6 @@ class JLADConfig:
         if self.upsample < 1 or self.upsample & (self.upsample - 1):
             raise CorrmarkError(f"JLAD upsample must be a power of two >= 1, got {self.upsample!r}")
 
-    @classmethod
-    def from_dict(cls, values: dict | None) -> JLADConfig:
-        return config_from_dict(cls, values, "JLAD")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     @property
     def window(self) -> int:

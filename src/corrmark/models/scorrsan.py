@@ -23,6 +23,7 @@ docs/CONVENTIONS.md); the Matcher converts to and from original image pixels.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -39,11 +40,12 @@ from ..ops import (correlation_4d, grid_to_pixel, kernel_soft_argmax, l2_normali
                    sample_field, soft_argmax_4d, soft_argmax_around_peak, sparse_self_similarity)
 from ..preprocess import Preprocess
 from ..registry import register_matcher
-from .base import CoarseMapping, Matcher, config_from_dict
+from .base import CoarseMapping, Matcher, MethodConfig
 
 
 @dataclass
-class ScorrsanConfig:
+class ScorrsanConfig(MethodConfig):
+    label: ClassVar[str] = "SCorrSAN"  # error messages name the method
     backbone: str = "dinov2_vits14+efficientnet_lite0"  # frozen descriptor (backbones.descriptors.parse_backbone_spec)
     layers: list | None = None  # default [[8], [3, 4]] for the fused descriptor
     image_size: int = 224  # square input side (rounded to the descriptor's size multiple)
@@ -68,12 +70,6 @@ class ScorrsanConfig:
         if self.sce and (self.sce_kernel < 3 or self.sce_kernel % 2 == 0):
             raise CorrmarkError(f"SCorrSAN sce_kernel must be odd and >= 3, got {self.sce_kernel}")
 
-    @classmethod
-    def from_dict(cls, values: dict | None) -> ScorrsanConfig:
-        return config_from_dict(cls, values, "SCorrSAN")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class ScorrsanHead(nn.Module):

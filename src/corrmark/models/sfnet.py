@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -38,7 +39,7 @@ from ..ops import (correlation_4d, correlation_argmax, kernel_soft_argmax, l2_no
                    soft_argmax_4d)
 from ..preprocess import Preprocess
 from ..registry import register_matcher
-from .base import CoarseMapping, Matcher, config_from_dict
+from .base import CoarseMapping, Matcher, MethodConfig
 
 DEFAULT_LEVELS = [["dinov2_vits14:8", "efficientnet_lite0:3"], ["efficientnet_lite0:4"]]
 ARGMAX_MODES = ("kernel", "soft", "hard")
@@ -47,7 +48,8 @@ ADAPTATION_CONVS = (1, 2)
 
 
 @dataclass
-class SFNetConfig:
+class SFNetConfig(MethodConfig):
+    label: ClassVar[str] = "SFNet"  # error messages name the method
     levels: list = field(default_factory=lambda: [list(level) for level in DEFAULT_LEVELS])
     image_size: int = 224  # square input side (rounded to the backbones' size multiple)
     kernel_sizes: list | None = None  # adaptation conv kernel per level (default 3 everywhere)
@@ -81,12 +83,6 @@ class SFNetConfig:
             if isinstance(value, bool) or value not in allowed:
                 raise CorrmarkError(f"SFNet {name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
 
-    @classmethod
-    def from_dict(cls, values: dict | None) -> SFNetConfig:
-        return config_from_dict(cls, values, "SFNet")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def parse_source(source: str) -> tuple[str, int]:
