@@ -35,10 +35,11 @@ def test_kernel_soft_argmax_gradient_reaches_adaptation_layers():
         assert torch.isfinite(adaptation.conv.weight.grad).all()
 
 
-def test_a_few_steps_lower_the_loss():
+def train_on_a_translated_pair(head_options: dict | None = None, steps: int = 25):
+    """A few Adam steps of a tiny head on a translated, noisy pair; returns (head, losses)."""
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
-    head = tiny_head().train()
+    head = tiny_head(**(head_options or {})).train()
     optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
     source = random_levels(4, generator)
     # target = source shifted right by two cells (a translated object) with matching masks
@@ -48,13 +49,18 @@ def test_a_few_steps_lower_the_loss():
     mask_s[:, :, 2:6, 1:5] = 1
     mask_t = torch.roll(mask_s, 2, dims=-1)
     losses = []
-    for _ in range(25):
+    for _ in range(steps):
         out = head(source, target)
         loss = sfnet_loss(out["mapping_s2t"], out["mapping_t2s"], mask_s, mask_t)["loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
+    return head, losses
+
+
+def test_a_few_steps_lower_the_loss():
+    _, losses = train_on_a_translated_pair()
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:3])
 
 
@@ -182,24 +188,7 @@ def test_adaptation_with_two_convolutions_shapes_keys_and_identity_start():
 
 
 def test_a_few_steps_lower_the_loss_with_two_convolutions():
-    torch.manual_seed(0)
-    generator = torch.Generator().manual_seed(0)
-    head = tiny_head(adaptation_convs=2, kernel_sizes=[1, 1]).train()
-    optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
-    source = random_levels(4, generator)
-    target = [torch.roll(level, shifts=2 if level.shape[-1] == 8 else 1, dims=-1)
-              + 1.5 * torch.randn(level.shape, generator=generator) for level in source]
-    mask_s = torch.zeros(4, 1, 8, 8)
-    mask_s[:, :, 2:6, 1:5] = 1
-    mask_t = torch.roll(mask_s, 2, dims=-1)
-    losses = []
-    for _ in range(25):
-        out = head(source, target)
-        loss = sfnet_loss(out["mapping_s2t"], out["mapping_t2s"], mask_s, mask_t)["loss"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    head, losses = train_on_a_translated_pair({"adaptation_convs": 2, "kernel_sizes": [1, 1]})
     assert head.adaptations[0].conv_in.weight.grad.abs().sum() > 0
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:3])
 
