@@ -11,7 +11,9 @@
    and its mapping stage alone (images described beforehand) with the current code and with the code it replaced
    (see ``memory_child``).
 
-Writes benchmarks/results/speed/keypoint_cost.json. No arguments: ``PYTHONPATH=src python benchmarks/keypoint_cost.py``.
+Writes benchmarks/results/speed/keypoint_cost.json through ``benchmarks/common.write_script_result`` (both
+measurements under ``metrics``; this text and the constants under ``protocol``; the matcher labels under
+``model``). No arguments: ``PYTHONPATH=src python benchmarks/keypoint_cost.py``.
 """
 
 from __future__ import annotations
@@ -177,22 +179,30 @@ def measure_keypoints() -> tuple[list[dict], list[str]]:
     return rows, [f"{pair['source']} -> {pair['target']}" for pair in listed]
 
 
-def main() -> None:
-    memory = measure_memory()  # first, while this process is small
-    rows, pair_names = measure_keypoints()
-    from corrmark.io import write_json_atomic
-    from corrmark.provenance import machine_info
-
-    write_json_atomic(OUT, {
-        "benchmark": "keypoint_cost", "command": "PYTHONPATH=src python benchmarks/keypoint_cost.py",
+def result_parts(memory: list[dict], rows: list[dict], pair_names: list[str]) -> tuple[dict, dict, list[str]]:
+    """(metrics, protocol, model) of the result record: the two measurements, how they were made (this module's
+    docstring and constants), and the labels of the matchers measured."""
+    metrics = {
         "keypoint_transfer": {"goal_ratio": GOAL_RATIO, "pairs": pair_names, "repeats": REPEATS, "threads": THREADS,
                               "timing": "cold transfer_keypoints vs the frozen backbone on both images; medians",
                               "rows": rows},
         "mapping_memory": {"matcher": "nn (best)", "target": [BIG_SIDE, BIG_SIDE], "measure": "ru_maxrss, own process",
                            "rows": memory},
-        "machine": machine_info(), "load_average_after": list(os.getloadavg()),
-    })
-    print(f"wrote {OUT}")
+    }
+    protocol = {"description": __doc__.strip(), "pairs": PAIRS, "repeats": REPEATS, "threads": THREADS,
+                "goal_ratio": GOAL_RATIO, "big_side": BIG_SIDE, "memory_modes": list(MEMORY_MODES)}
+    return metrics, protocol, [row["matcher"] for row in rows]
+
+
+def main() -> None:
+    started = time.perf_counter()
+    memory = measure_memory()  # first, while this process is small
+    rows, pair_names = measure_keypoints()
+    from common import write_script_result  # here, not at the top: a memory child stays as small as before
+
+    metrics, protocol, model = result_parts(memory, rows, pair_names)
+    write_script_result(OUT, metrics, protocol, model, seconds=time.perf_counter() - started,
+                        extra={"benchmark": "keypoint_cost", "load_average_after": list(os.getloadavg())})
 
 
 if __name__ == "__main__":

@@ -103,6 +103,20 @@ def test_specs_and_command_line():
     assert (args.preset, args.sizes, args.pairs, args.json) == (["best"], [224, 336], 2, "out.json")
 
 
+def test_precision_reaches_every_matcher_and_the_command_line(monkeypatch):
+    import corrmark.bench as bench
+
+    seen = []
+    monkeypatch.setattr(bench, "bench_matchers", lambda specs, *rest: seen.extend(specs) or [])
+    run_bench(["nn", "sfnet:zoo/sfnet_cub.pt"], ["best"], pairs=1, precision="bf16")
+    assert [spec.options.get("precision") for spec in seen] == ["bf16"] * 3
+    assert seen[2].options == {"preset": "best", "precision": "bf16"}
+    seen.clear()
+    run_bench(["nn"], pairs=1)
+    assert "precision" not in seen[0].options  # not given: the matcher's default (fp32)
+    assert build_parser().parse_args(["bench", "--precision", "bf16"]).precision == "bf16"
+
+
 def test_descriptor_caches_of_the_matcher_and_of_what_it_holds_are_emptied():
     from corrmark.bench import _forget_descriptors
     from corrmark.cache import DescriptorCache

@@ -271,7 +271,8 @@ def test_runner_registration():
 
 #: C3Net outputs computed before the ops refactor (issue 19), when C3 had its own spatial softmax and expectation;
 #: the refactored model gave bit-identical tensors on the machine that made them. Each entry: first three values, sum,
-#: position-weighted sum.
+#: position-weighted sum. Another CPU (its float32 kernels sum in another order) moves the flow's sums by up to 2.5e-5
+#: relative (an AMD EPYC against the recording machine), hence rel 1e-4: any change of the arithmetic moves them more.
 C3_GOLDEN = {
     "psi": [0.005214174743741751, 0.004182165022939444, 0.0026919241063296795, 5.999999911058694, 9.00601949695686],
     "points": [0.07892519980669022, -0.0019712820649147034, -0.004240136593580246, 0.11237932369112968,
@@ -291,4 +292,4 @@ def test_detection_and_flow_reproduce_the_numbers_before_the_ops_refactor():
         values = tensor.double().flatten()
         weights = torch.linspace(1.0, 2.0, values.numel(), dtype=torch.float64)
         fingerprint = [*values[:3].tolist(), float(values.sum()), float((values * weights).sum())]
-        assert fingerprint == pytest.approx(C3_GOLDEN[name], rel=1e-5, abs=1e-6), name
+        assert fingerprint == pytest.approx(C3_GOLDEN[name], rel=1e-4, abs=1e-6), name

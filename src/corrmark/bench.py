@@ -17,7 +17,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -272,11 +272,15 @@ def peak_rss_mb() -> float:
 
 
 def run_bench(matchers=None, presets=None, sizes=None, pairs: int | None = None, pf_willow=None, repeats: int = 1,
-              device="cpu", threads: int | None = None, report: Callable[[dict], None] | None = None) -> dict:
+              device="cpu", threads: int | None = None, report: Callable[[dict], None] | None = None,
+              precision: str | None = None) -> dict:
     """What ``corrmark bench`` writes: the rows and how they were measured. Without ``matchers`` / ``presets`` the
-    demo's zero-shot presets are measured; without ``pf_willow`` the bundled example pairs are used."""
+    demo's zero-shot presets are measured; without ``pf_willow`` the bundled example pairs are used. ``precision``
+    (``bf16``, ``fp16``) is given to every matcher; None keeps their default (fp32)."""
     specs = [parse_matcher_spec(text) for text in matchers or []] + [preset_spec(name) for name in presets or []]
     specs = specs or [preset_spec(name) for name in DEFAULT_PRESETS]
+    if precision is not None:
+        specs = [replace(spec, options={**spec.options, "precision": precision}) for spec in specs]
     if pf_willow:
         image_pairs = pf_willow_pairs(pf_willow, pairs if pairs is not None else DEFAULT_PF_WILLOW_PAIRS)
         source = f"pf-willow {pf_willow}"

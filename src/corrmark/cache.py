@@ -120,7 +120,8 @@ class FeatureBank:
 
 
 class DescriptorCache:
-    """A least-recently-used cache of what a model computed from an image, keyed by the image's content and shape.
+    """A least-recently-used cache of what a model computed from an image, keyed by the image's content and shape
+    and by how it was computed (``variant``: the precision).
 
     ``capacity`` bounds memory: past it, the entry used longest ago goes. ``bench`` empties every matcher's
     ``_cache`` with :meth:`clear` so that timings include describing the images.
@@ -135,9 +136,10 @@ class DescriptorCache:
         """``(content digest, shape)`` of an array image."""
         return hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest(), image.shape
 
-    def get_or_compute(self, image, compute: Callable[[], object]):
-        """The entry of ``image``, or ``compute()`` stored as it."""
-        key = self.key_of(image)
+    def get_or_compute(self, image, compute: Callable[[], object], variant=None):
+        """The entry of ``image`` computed the ``variant`` way, or ``compute()`` stored as it. ``variant`` is part
+        of the key: the matchers pass their precision, so a bf16 descriptor is never served to an fp32 call."""
+        key = (*self.key_of(image), variant)
         if key in self._entries:
             self._entries.move_to_end(key)
             return self._entries[key]

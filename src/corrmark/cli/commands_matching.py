@@ -17,8 +17,8 @@ from ..formats import VISIBLE_THRESHOLD
 from ..models import load_matcher
 from ..propagate import merge_shard_files, propagate_keypoints, read_annotation, read_coco_context
 from ..train.distributed import DistributedSetup, device_for
-from .options import (add_device_option, add_matcher_options, given, library_default, matcher_from_args,
-                      matcher_options, parse_eyes, write_result)
+from .options import (add_device_option, add_matcher_options, add_precision_option, given, library_default,
+                      matcher_from_args, matcher_options, parse_eyes, write_result)
 
 
 # --- eval -------------------------------------------------------------------------------------------------------------
@@ -242,6 +242,7 @@ def add_bench_parser(commands) -> None:
     bench.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     bench.add_argument("--json", default=None, help="write the rows here")
     add_device_option(bench)
+    add_precision_option(bench)
     bench.add_argument("--quiet", action="store_true", help="do not print each row")
     bench.set_defaults(handler=run_bench_command)
 
@@ -249,9 +250,10 @@ def add_bench_parser(commands) -> None:
 def run_bench_command(args) -> int:
     report = (lambda row: None) if args.quiet else (lambda row: print(format_row(row), flush=True))
     result = run_bench(args.matcher, args.preset, args.sizes, args.pairs, args.pf_willow, device=args.device,
-                       threads=args.threads, report=report, **given(repeats=args.repeats))
+                       threads=args.threads, report=report, precision=args.precision, **given(repeats=args.repeats))
     protocol = {"pairs_from": result["pairs_from"], "pairs": result["pairs"], "threads": args.threads,
-                "repeats": args.repeats or library_default(run_bench, "repeats"), "device": args.device}
+                "repeats": args.repeats or library_default(run_bench, "repeats"), "device": args.device,
+                "precision": args.precision or "fp32"}
     write_result(args, result, protocol=protocol,
                  model={"matchers": args.matcher, "presets": args.preset, "sizes": args.sizes})
     return 0

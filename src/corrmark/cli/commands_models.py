@@ -11,7 +11,7 @@ from ..demo import run_demo
 from ..train import DistributedSetup, load_config, run_config, seeded_config
 from ..train.export import export_weights, file_sha256
 from ..zoo import check_zoo_entry, list_zoo, zoo_dir
-from .options import add_device_option, given, library_default
+from .options import add_device_option, add_precision_option, given, library_default
 
 
 def add_train_parser(commands) -> None:
@@ -23,6 +23,9 @@ def add_train_parser(commands) -> None:
                        help="override a config value (YAML), e.g. --set train.steps=50 --set data.limit=100; the run "
                             "is then named after the overrides (runs/<name>__<overrides>)")
     add_device_option(train)
+    add_precision_option(train, "fp32, bf16 or fp16: the precision of each step's forward and loss (autocast); sets "
+                                "train.precision (default: the config's, else fp32) and, like --set, names the run "
+                                "after it")
     train.add_argument("--quiet", action="store_true")
     train.add_argument("--seed", type=int, default=None,
                        help="override the config's seed; the default output folder gets a _seed<N> suffix")
@@ -30,7 +33,8 @@ def add_train_parser(commands) -> None:
 
 
 def run_train(args) -> int:
-    config, out_dir = load_config(args.config, args.set or ()), args.out
+    overrides = [*(args.set or ()), *([f"train.precision={args.precision}"] if args.precision else [])]
+    config, out_dir = load_config(args.config, overrides), args.out
     if args.seed is not None:  # a repeat of the experiment with another seed, in its own folder
         config = seeded_config(config, args.seed)
         out_dir = out_dir or config["output"]

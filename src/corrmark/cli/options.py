@@ -1,5 +1,5 @@
-"""What several commands share: the matcher options, the device option, library defaults for help texts, and how a
-result is recorded and written."""
+"""What several commands share: the matcher options, the device and precision options, library defaults for help
+texts, and how a result is recorded and written."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import inspect
 import shlex
 
-from ..device import AUTO
+from ..device import AUTO, DEFAULT_PRECISION, PRECISIONS
 from ..errors import CorrmarkError
 from ..eval.records import record_result
 from ..models import available_matchers, load_matcher
@@ -20,6 +20,15 @@ DEVICE_HELP = "auto (default: the first CUDA GPU when there is one, else cpu), c
 
 def add_device_option(parser) -> None:
     parser.add_argument("--device", default=AUTO, help=DEVICE_HELP)
+
+
+PRECISION_HELP = (f"{DEFAULT_PRECISION} (default), bf16 or fp16: the precision of the matcher's backbone and learned "
+                  f"layers (bf16 / fp16 run them under autocast, for speed on GPUs; docs/CONVENTIONS.md)")
+
+
+def add_precision_option(parser, help_text: str = PRECISION_HELP) -> None:
+    """``--precision``: None when not given (the library's default applies)."""
+    parser.add_argument("--precision", choices=list(PRECISIONS), default=None, help=help_text)
 
 
 def library_default(function, parameter: str):
@@ -55,6 +64,7 @@ def add_matcher_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--sigma", type=float, default=None, help="kernel soft-argmax window (cells); 0 = hard argmax")
     group.add_argument("--beta", type=float, default=None, help="soft-argmax temperature")
     add_device_option(group)
+    add_precision_option(group)
 
 
 def parse_layers(tokens: list[str] | None):
@@ -80,6 +90,7 @@ def matcher_options(args) -> dict:
         "flip": args.flip,
         "beta": args.beta,
         "sigma": args.sigma,
+        "precision": args.precision,
     }
 
 

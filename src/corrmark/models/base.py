@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..config import check_known_keys
+from ..device import DEFAULT_PRECISION, autocast, check_autocast, check_precision
 from ..errors import CorrmarkError
 from ..io import ImageLike, check_keypoints, read_image
 from ..ops.warp import read_mapping_at, read_upsampled_mapping, upsample_mapping
@@ -46,12 +47,54 @@ class CoarseMapping:
                                       self.extrapolate)
 
 
-class Matcher(abc.ABC):
+class MixedPrecision:
+    """``precision``: how a model runs its per-image forward (backbone and learned layers): ``fp32`` (the default),
+    ``bf16`` or ``fp16`` under ``corrmark.device.autocast``. What it returns keeps its dtype at every precision
+    (the reduced-precision features are cast back to float32 before correlation and soft argmax); ``describe()``
+    names a precision other than fp32. Set it when building the model (``load_matcher(..., precision="bf16")``)
+    or later; the descriptor caches key on it."""
+
+    _precision: str = DEFAULT_PRECISION
+
+    @property
+    def precision(self) -> str:
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str | None) -> None:
+        self._precision = check_precision(value)
+
+    def set_precision(self, precision: str | None, device) -> None:
+        """Check that ``precision`` runs on ``device`` (one ``CorrmarkError`` otherwise) and use it."""
+        self._precision = check_autocast(device, precision)
+
+    def autocast(self, device):
+        """The context the per-image forward runs in (a null context at fp32)."""
+        return autocast(device, self._precision)
+
+    def precision_fields(self) -> dict:
+        """``{"precision": ...}`` for ``describe()`` when it is not fp32; at fp32 nothing, so records, propagate
+        outputs and their resume checks are those of code without the option."""
+        return {} if self._precision == DEFAULT_PRECISION else {"precision": self._precision}
+
+
+def as_float32(value):
+    """Tensors (also inside lists and tuples) cast to float32: reduced-precision features leave the autocast
+    region as float32, so correlation, soft argmax and coordinates run at full precision."""
+    if isinstance(value, torch.Tensor):
+        return value.float()
+    if isinstance(value, (list, tuple)):
+        return type(value)(as_float32(item) for item in value)
+    return value
+
+
+class Matcher(MixedPrecision, abc.ABC):
     """Dense semantic correspondence between two images of the same kind of object.
 
     Coordinates are 0-based pixels of the ORIGINAL images (see docs/CONVENTIONS.md), whatever resolution the
     model works at internally. Dense mappings are float32 (half the memory of float64; below 16,384 px a
-    coordinate is stored to 1/1024 px or better); keypoints are float64.
+    coordinate is stored to 1/1024 px or better); keypoints are float64. ``precision`` (``MixedPrecision``) sets
+    the precision of the per-image forward.
     """
 
     name: str = "matcher"
@@ -96,11 +139,11 @@ class Matcher(abc.ABC):
 
     def describe(self) -> dict:
         """Settings that determine this matcher's output, recorded with every result."""
-        return {"name": self.name}
+        return {"name": self.name, **self.precision_fields()}
 
 
-class LandmarkModel(abc.ABC):
-    """Unsupervised landmark detector: K heatmaps and K points per image."""
+class LandmarkModel(MixedPrecision, abc.ABC):
+    """Unsupervised landmark detector: K heatmaps and K points per image (float32 at every ``precision``)."""
 
     name: str = "landmarks"
     num_landmarks: int
@@ -110,7 +153,7 @@ class LandmarkModel(abc.ABC):
         """images (B, 3, H, W) in [0, 1] -> heatmaps (B, K, h, w), points (B, K, 2) in input-pixel (x, y)."""
 
     def describe(self) -> dict:
-        return {"name": self.name, "num_landmarks": self.num_landmarks}
+        return {"name": self.name, "num_landmarks": self.num_landmarks, **self.precision_fields()}
 
 
 def _over_batches(method):

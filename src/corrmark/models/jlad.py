@@ -38,7 +38,7 @@ from torch import nn
 from ..backbones.descriptors import DescriptorExtractor, parse_backbone_spec
 from ..cache import DescriptorCache
 from ..checkpoints import check_state_keys, read_checkpoint
-from ..device import resolve_device
+from ..device import DEFAULT_PRECISION, autocast, resolve_device
 from ..errors import CheckpointError, CorrmarkError, UnknownNameError
 from ..io import ImageLike, read_image
 from ..ops import (dense_self_similarity, grid_stride, grid_to_pixel, l2_normalize, local_correlation,
@@ -298,14 +298,18 @@ class JLADRuntime:
                 "checkpoint": str(self.checkpoint) if self.checkpoint else None}
 
     @torch.no_grad()
-    def features_of(self, images: torch.Tensor) -> torch.Tensor:
-        """``F`` of a batch ``(B, 3, H, W)`` in [0, 1] (resized to the square input)."""
+    def features_of(self, images: torch.Tensor, precision: str = DEFAULT_PRECISION) -> torch.Tensor:
+        """``F`` float32 of a batch ``(B, 3, H, W)`` in [0, 1] (resized to the square input); the backbone and W_F
+        run at ``precision`` (``corrmark.device.autocast``), W_A, W_C and W_D at full precision on what they give."""
         square = self.preprocess.resize_batch(images.to(self.device).float())
-        return self.net.features(self.frozen(square))
+        with autocast(self.device, precision):
+            features = self.net.features(self.frozen(square))
+        return features.float()  # a no-op at fp32
 
-    def features_of_image(self, image: np.ndarray) -> torch.Tensor:
-        """``F`` ``(1, C, h, w)`` of an ``(H, W, 3)`` uint8 image, cached by content."""
-        return self._cache.get_or_compute(image, lambda: self.features_of(self.preprocess.to_input(image)))
+    def features_of_image(self, image: np.ndarray, precision: str = DEFAULT_PRECISION) -> torch.Tensor:
+        """``F`` ``(1, C, h, w)`` of an ``(H, W, 3)`` uint8 image, cached by content and precision."""
+        return self._cache.get_or_compute(image, lambda: self.features_of(self.preprocess.to_input(image), precision),
+                                          precision)
 
 
 class JLADMatcher(Matcher):
@@ -314,17 +318,18 @@ class JLADMatcher(Matcher):
 
     name = "jlad"
 
-    def __init__(self, runtime: JLADRuntime):
+    def __init__(self, runtime: JLADRuntime, precision: str | None = None):
         self.runtime = runtime
+        self.set_precision(precision, runtime.device)  # of the backbone and W_F (models.base.MixedPrecision)
 
     def describe(self) -> dict:
-        return {"name": self.name, **self.runtime.describe()}
+        return {"name": self.name, **self.runtime.describe(), **self.precision_fields()}
 
     @torch.no_grad()
     def grid_mapping(self, source: ImageLike, target: ImageLike) -> dict:
         """``tau`` ``(h, w, 2)`` target grid -> source grid coordinates, and ``sigma`` ``(h, w)``."""
-        source_features = self.runtime.features_of_image(read_image(source))
-        target_features = self.runtime.features_of_image(read_image(target))
+        source_features = self.runtime.features_of_image(read_image(source), self.precision)
+        target_features = self.runtime.features_of_image(read_image(target), self.precision)
         out = self.runtime.net.align(target_features, source_features)
         return {"tau": out["tau"][0], "sigma": out["log_sigma"][0, 0].exp()}
 
@@ -343,12 +348,14 @@ class JLADLandmarks(LandmarkModel):
 
     name = "jlad"
 
-    def __init__(self, runtime: JLADRuntime):
+    def __init__(self, runtime: JLADRuntime, precision: str | None = None):
         self.runtime = runtime
         self.num_landmarks = runtime.config.num_landmarks
+        self.set_precision(precision, runtime.device)  # of the backbone and W_F (models.base.MixedPrecision)
 
     def describe(self) -> dict:
-        return {"name": self.name, "num_landmarks": self.num_landmarks, **self.runtime.describe()}
+        return {"name": self.name, "num_landmarks": self.num_landmarks, **self.runtime.describe(),
+                **self.precision_fields()}
 
     @torch.no_grad()
     def detect_from_features(self, features: torch.Tensor, image_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -363,7 +370,7 @@ class JLADLandmarks(LandmarkModel):
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise CorrmarkError(f"detect expects images of shape (B, 3, H, W) in [0, 1], got {shape}")
-        features = self.runtime.features_of(images)
+        features = self.runtime.features_of(images, self.precision)
         return self.detect_from_features(features, tuple(images.shape[-2:]))
 
 
@@ -379,12 +386,14 @@ def _runtime_from_checkpoint(checkpoint, device="cpu", weights_files=None) -> JL
 
 
 @register_matcher("jlad")
-def load_jlad_matcher(checkpoint, device="cpu", weights_files: dict | None = None) -> JLADMatcher:
+def load_jlad_matcher(checkpoint, device="cpu", weights_files: dict | None = None,
+                      precision: str | None = None) -> JLADMatcher:
     """The alignment side of a trained JLAD checkpoint (``corrmark.train`` format), loaded strictly."""
-    return JLADMatcher(_runtime_from_checkpoint(checkpoint, device, weights_files))
+    return JLADMatcher(_runtime_from_checkpoint(checkpoint, device, weights_files), precision)
 
 
 @register_landmark_model("jlad")
-def load_jlad_landmarks(checkpoint, device="cpu", weights_files: dict | None = None) -> JLADLandmarks:
+def load_jlad_landmarks(checkpoint, device="cpu", weights_files: dict | None = None,
+                        precision: str | None = None) -> JLADLandmarks:
     """The landmark side of a trained JLAD checkpoint, loaded strictly."""
-    return JLADLandmarks(_runtime_from_checkpoint(checkpoint, device, weights_files))
+    return JLADLandmarks(_runtime_from_checkpoint(checkpoint, device, weights_files), precision)

@@ -204,8 +204,10 @@ class ScorrsanMatcher(Matcher):
 
     name = "scorrsan"
 
-    def __init__(self, checkpoint, device="cpu", head: int | None = None, weights_files=None, chunk: int = 512):
+    def __init__(self, checkpoint, device="cpu", head: int | None = None, weights_files=None, chunk: int = 512,
+                 precision: str | None = None):
         self.device = resolve_device(device)
+        self.set_precision(precision, self.device)  # of the descriptor and its SCE (models.base.MixedPrecision)
         self.checkpoint = str(checkpoint)
         payload = read_checkpoint(checkpoint, map_location=self.device, method="scorrsan")
         try:
@@ -225,7 +227,8 @@ class ScorrsanMatcher(Matcher):
         self._cache = DescriptorCache(64)
 
     def describe(self) -> dict:
-        return {"name": self.name, "checkpoint": self.checkpoint, "head": self.selected_head, **asdict(self.config)}
+        return {"name": self.name, "checkpoint": self.checkpoint, "head": self.selected_head, **asdict(self.config),
+                **self.precision_fields()}
 
     def coarse_mapping(self, source: np.ndarray, target: np.ndarray) -> CoarseMapping:
         """The target-to-source flow on the fine grid of the target's square input, in source image pixels."""
@@ -259,17 +262,19 @@ class ScorrsanMatcher(Matcher):
 
     def _describe(self, image: np.ndarray) -> torch.Tensor:
         """Context-aware descriptors ``(1, channels, h, w)`` of an ``(H, W, 3)`` uint8 image, cached by content."""
-        return self._cache.get_or_compute(image, lambda: self._describe_uncached(image))
+        return self._cache.get_or_compute(image, lambda: self._describe_uncached(image), self.precision)
 
     @torch.no_grad()
     def _describe_uncached(self, image: np.ndarray) -> torch.Tensor:
         tensor = self.preprocess.to_input(image).to(self.device)  # resized on the CPU, as the feature banks were
-        return self.head.describe_features(self.extractor(tensor))
+        with self.autocast(self.device):
+            described = self.head.describe_features(self.extractor(tensor))
+        return described.float()  # correlation and soft argmax at full precision (a no-op at fp32)
 
 
 @register_matcher("scorrsan", checkpoint_hint="final.pt or selected.pt")
 def load_scorrsan(checkpoint, device="cpu", **options) -> ScorrsanMatcher:
-    allowed = {"head", "weights_files", "chunk"}
+    allowed = {"head", "weights_files", "chunk", "precision"}
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise UnknownNameError(f"unknown scorrsan matcher option(s) {', '.join(unknown)}; "

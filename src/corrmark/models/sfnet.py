@@ -39,7 +39,7 @@ from ..ops import (correlation_4d, correlation_argmax, kernel_soft_argmax, l2_no
                    soft_argmax_4d)
 from ..preprocess import Preprocess
 from ..registry import register_matcher
-from .base import CoarseMapping, Matcher, MethodConfig
+from .base import CoarseMapping, Matcher, MethodConfig, as_float32
 
 DEFAULT_LEVELS = [["dinov2_vits14:8", "efficientnet_lite0:3"], ["efficientnet_lite0:4"]]
 ARGMAX_MODES = ("kernel", "soft", "hard")
@@ -238,9 +238,10 @@ class SFNetMatcher(Matcher):
     name = "sfnet"
 
     def __init__(self, config: SFNetConfig | dict | None = None, head_state: dict | None = None, device="cpu",
-                 weights_files: dict | None = None, checkpoint: str | None = None):
+                 weights_files: dict | None = None, checkpoint: str | None = None, precision: str | None = None):
         self.config = config if isinstance(config, SFNetConfig) else SFNetConfig.from_dict(config)
         self.device = resolve_device(device)
+        self.set_precision(precision, self.device)  # of the features and adaptation (models.base.MixedPrecision)
         self.checkpoint = checkpoint
         self.features = SFNetFeatures(self.config.levels, device=self.device, weights_files=weights_files,
                                       source_scaling=self.config.source_scaling).eval()
@@ -254,18 +255,20 @@ class SFNetMatcher(Matcher):
 
     def describe(self) -> dict:
         return {"name": self.name, **self.config.to_dict(), "input_size": self.input_size,
-                "checkpoint": str(self.checkpoint) if self.checkpoint else None}
+                "checkpoint": str(self.checkpoint) if self.checkpoint else None, **self.precision_fields()}
 
     def _described(self, image: np.ndarray) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
         """(adapted levels, frozen levels or None): normalised, on the first level's grid; the frozen ones are kept
         only when the fallback needs them. Cached by image content."""
-        return self._cache.get_or_compute(image, lambda: self._describe_uncached(image))
+        return self._cache.get_or_compute(image, lambda: self._describe_uncached(image), self.precision)
 
     @torch.no_grad()
     def _describe_uncached(self, image: np.ndarray) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
-        levels = self.features(self.preprocess.to_input(image, device=self.device))
-        frozen = self.head.adapt(levels, frozen=True) if self.config.fallback > 0 else None
-        return self.head.adapt(levels), frozen
+        with self.autocast(self.device):
+            levels = self.features(self.preprocess.to_input(image, device=self.device))
+            frozen = self.head.adapt(levels, frozen=True) if self.config.fallback > 0 else None
+            adapted = self.head.adapt(levels)
+        return as_float32(adapted), as_float32(frozen)  # correlation and argmax at full precision
 
     def match_grids(self, target_levels, source_levels) -> tuple[torch.Tensor, torch.Tensor]:
         """Target-grid matches ``(h, w, 2)`` in the source grid and each cell's best score ``(h, w)``."""
@@ -304,11 +307,12 @@ class SFNetMatcher(Matcher):
 
 
 @register_matcher("sfnet")
-def load_sfnet(checkpoint, device="cpu", weights_files: dict | None = None, **overrides) -> SFNetMatcher:
+def load_sfnet(checkpoint, device="cpu", weights_files: dict | None = None, precision: str | None = None,
+               **overrides) -> SFNetMatcher:
     """An ``SFNetMatcher`` from a training checkpoint (``corrmark.train`` format), loaded strictly.
 
     ``overrides`` may change test-time settings only (``test_argmax``, ``test_mutual`` (also as ``mutual``), ``beta``,
-    ``sigma``, ``image_size``).
+    ``sigma``, ``image_size``); ``precision`` is the forward's (``models.base.MixedPrecision``).
     """
     if "mutual" in overrides:  # the option's name on the other matchers and on the command line (--mutual)
         overrides["test_mutual"] = overrides.pop("mutual")
@@ -322,7 +326,8 @@ def load_sfnet(checkpoint, device="cpu", weights_files: dict | None = None, **ov
         raise UnknownNameError(f"option(s) {', '.join(bad)} cannot change a trained SFNet; allowed: {', '.join(sorted(allowed))}")
     config.update(overrides)
     try:
-        return SFNetMatcher(config, payload["model"], device=device, weights_files=weights_files, checkpoint=checkpoint)
+        return SFNetMatcher(config, payload["model"], device=device, weights_files=weights_files, checkpoint=checkpoint,
+                            precision=precision)
     except CheckpointError:
         raise
     except UnknownNameError as error:

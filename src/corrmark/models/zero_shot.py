@@ -63,7 +63,8 @@ class NearestNeighbourMatcher(Matcher):
 
     name = "nn"
 
-    def __init__(self, config: NNMatcherConfig | None = None, device="cpu", weights_files=None, **overrides):
+    def __init__(self, config: NNMatcherConfig | None = None, device="cpu", weights_files=None,
+                 precision: str | None = None, **overrides):
         preset = overrides.pop("preset", None)
         if preset is not None and preset not in PRESETS:
             raise UnknownNameError(f"unknown nn-matcher preset '{preset}'; presets: {', '.join(PRESETS)}")
@@ -76,12 +77,13 @@ class NearestNeighbourMatcher(Matcher):
             setattr(self.config, key, value)
         check_nn_config(self.config)
         self.device = resolve_device(device)
+        self.set_precision(precision, self.device)  # the backbone forward's (models.base.MixedPrecision)
         specs = parse_backbone_spec(self.config.backbone, self.config.layers)
         self.extractor = DescriptorExtractor(specs, device=self.device, weights_files=weights_files).eval()
         self._cache = DescriptorCache(64)  # images whose descriptors are kept (about 0.4-2 MB each)
 
     def describe(self) -> dict:
-        return {"name": self.name, **asdict(self.config)}
+        return {"name": self.name, **asdict(self.config), **self.precision_fields()}
 
     # --- public interface -------------------------------------------------------------------------------------
     def estimate_mapping(self, source: ImageLike, target: ImageLike) -> np.ndarray:
@@ -121,13 +123,15 @@ class NearestNeighbourMatcher(Matcher):
     def _describe(self, image: np.ndarray) -> torch.Tensor:
         """Descriptors ``(1, C, h, w)`` of an image, cached by content: benchmarks and folders reuse each image in
         many pairs."""
-        return self._cache.get_or_compute(image, lambda: self._describe_uncached(image))
+        return self._cache.get_or_compute(image, lambda: self._describe_uncached(image), self.precision)
 
     def _describe_uncached(self, image: np.ndarray) -> torch.Tensor:
         # built from the config at each call: its options may be changed after construction
         preprocess = Preprocess(self.config.image_size, self.extractor.size_multiple, self.config.keep_aspect,
                                 self.config.aspect_rule)
-        return self.extractor(preprocess.to_input(image, device=self.device))
+        with self.autocast(self.device):
+            described = self.extractor(preprocess.to_input(image, device=self.device))
+        return described.float()  # correlation and soft argmax at full precision (a no-op at fp32)
 
     def _correlate(self, source_features: torch.Tensor, target_image: np.ndarray):
         """(h_s, w_s, h_t, w_t) correlation with the target, or with its mirror image when that agrees better."""
@@ -221,5 +225,6 @@ def _mutual_agreement(correlation: torch.Tensor) -> float:
 
 @register_matcher("nn", trained=False)
 def load_nn_matcher(device="cpu", **options) -> NearestNeighbourMatcher:
-    """The zero-shot matcher (no weights); ``options``: ``preset`` and the ``NNMatcherConfig`` fields."""
+    """The zero-shot matcher (no weights); ``options``: ``preset``, ``precision`` and the ``NNMatcherConfig``
+    fields."""
     return NearestNeighbourMatcher(device=device, **options)

@@ -6,7 +6,10 @@ Common config keys (every method)::
     name: sfnet_cub          # run name; default output folder runs/<name>
     seed: 0
     output: runs/sfnet_cub   # optional output folder (overridden by run_config(out_dir=...))
-    train: {steps: 1000, log_every: 10, checkpoint_every: 100, threads: null, ...}
+    train: {steps: 1000, log_every: 10, checkpoint_every: 100, threads: null, precision: fp32, ...}
+
+``train.precision`` (``fp32`` default, ``bf16``, ``fp16``): the trainer runs each step's forward and loss under
+``corrmark.device.autocast`` (fp16 with a loss scaler); feature banks are built and stored as before.
 
 Everything else is the method's own (``model:``, ``data:``, ``loss:``...). A method registers its builder
 ``(config: dict, device[, progress]) -> Experiment`` with ``@register_trainer("name")`` (``corrmark.registry``) in
@@ -26,6 +29,7 @@ from pathlib import Path
 import torch
 
 from ..config import apply_overrides, load_config_file
+from ..device import check_autocast
 from ..errors import CorrmarkError
 from ..registry import TRAINERS
 from .checkpoint import seed_everything
@@ -112,11 +116,12 @@ def _run(config: dict, out_dir, resume: bool, device, progress: bool, stop_after
     threads = train.get("threads") or os.environ.get("CORRMARK_THREADS")
     if threads:
         torch.set_num_threads(int(threads))
+    precision = _precision(train, device)  # a bad value fails before the feature bank is built
     seed = int(config.get("seed", 0))
     seed_everything(seed)  # model initialisation is part of the run: same seed, same initial weights
     experiment = _build_rank_zero_first(_builder(str(method)), config, device, setup, progress)
     options = {"log_every": train.get("log_every", 10), "checkpoint_every": train.get("checkpoint_every", 100),
-               "keep_checkpoints": train.get("keep_checkpoints", 2)}
+               "keep_checkpoints": train.get("keep_checkpoints", 2), "precision": precision}
     options.update(experiment.trainer_options)
     trainer = Trainer(experiment.model, experiment.optimizer_factory, experiment.step, experiment.data, out_dir,
                       max_steps=experiment.max_steps, epochs=experiment.epochs, device=device, seed=seed,
@@ -124,6 +129,14 @@ def _run(config: dict, out_dir, resume: bool, device, progress: bool, stop_after
                       config=_plain(config), progress=progress, description=name,
                       distributed=setup if setup is not None else False, **options)
     return trainer.fit(resume=resume, stop_after=stop_after)
+
+
+def _precision(train: dict, device) -> str:
+    """The checked ``train.precision`` (default fp32); an unknown or unsupported one is one error naming the key."""
+    try:
+        return check_autocast(device, train.get("precision"))
+    except CorrmarkError as error:
+        raise CorrmarkError(f"train.precision: {error}") from None
 
 
 def _build_rank_zero_first(builder: Callable, config: dict, device, setup: DistributedSetup | None,

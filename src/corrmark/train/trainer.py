@@ -1,9 +1,10 @@
 """A small, generic training loop in plain PyTorch, shared by every trained method (SFNet, SCorrSAN, JLAD, C3).
 
 What it owns: the optimisation loop, seeding, tqdm progress with the running loss, a JSON-lines log, periodic atomic
-checkpoints (model, optimizer, scheduler, step, epoch, RNG states, config, metrics) and exact resume. What the method
-supplies: the model, an optimizer factory, a ``step(model, batch) -> {"loss": tensor, ...}`` function and a data
-source.
+checkpoints (model, optimizer, scheduler, step, epoch, RNG states, config, metrics) and exact resume, and mixed
+precision (``precision``: the step function, forward and loss, runs under ``corrmark.device.autocast``; fp16 adds a
+loss scaler, whose state the checkpoints carry). What the method supplies: the model, an optimizer factory, a
+``step(model, batch) -> {"loss": tensor, ...}`` function and a data source.
 
 Data sources implement :class:`BatchSource`: ``len(source)`` batches per epoch and ``source.batches(seed, epoch)``
 yielding the same batches every time it is called with the same arguments (all randomness drawn from a generator
@@ -29,6 +30,7 @@ from typing import Any, Protocol
 import torch
 from tqdm import tqdm
 
+from ..device import DEFAULT_PRECISION, autocast, check_autocast, grad_scaler
 from ..errors import CorrmarkError
 from ..io import write_text_atomic
 from .checkpoint import (FORMAT, VERSION, capture_rng_state, latest_checkpoint, load_checkpoint, restore_rng_state,
@@ -77,6 +79,9 @@ class Trainer:
             explicit ``corrmark.train.distributed.DistributedSetup``.
         find_unused_parameters: passed to DistributedDataParallel; True (the default) allows steps that leave some
             parameters without a gradient (JLAD freezes a sub-network per stage).
+        precision: ``fp32`` (default: no autocast, the numbers of code without the option), ``bf16`` or ``fp16``:
+            ``step`` runs under ``corrmark.device.autocast``; the backward pass and the update stay outside it, and
+            fp16 scales the loss (``corrmark.device.grad_scaler``; gradients are unscaled before clipping).
     """
 
     def __init__(self, model: torch.nn.Module, optimizer_factory: Callable, step: StepFunction, data: BatchSource,
@@ -84,7 +89,7 @@ class Trainer:
                  log_every: int = 10, checkpoint_every: int = 100, scheduler_factory: Callable | None = None,
                  grad_clip: float | None = None, keep_checkpoints: int = 2, config: dict | None = None,
                  progress: bool = True, description: str = "train", distributed=None,
-                 find_unused_parameters: bool = True):
+                 find_unused_parameters: bool = True, precision: str | None = DEFAULT_PRECISION):
         if (max_steps is None) == (epochs is None):
             raise CorrmarkError("give the training budget as exactly one of max_steps or epochs")
         if len(data) < 1:
@@ -93,6 +98,8 @@ class Trainer:
         self.is_main = self.distributed is None or self.distributed.is_main
         self.find_unused_parameters = bool(find_unused_parameters)
         self.device = device_for(device, self.distributed)
+        self.precision = check_autocast(self.device, precision)  # an unsupported one fails before any step
+        self.scaler = grad_scaler(self.device, self.precision)  # fp16 only
         self.model = model.to(self.device)
         self.step_fn = step
         self.data = data
@@ -119,7 +126,7 @@ class Trainer:
 
     # --- checkpoints ---------------------------------------------------------------------------------------------
     def state(self) -> dict:
-        return {
+        state = {
             "format": FORMAT, "version": VERSION,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -129,6 +136,9 @@ class Trainer:
             "config": self.config,
             "metrics": dict(self.metrics, train_seconds=round(self.seconds, 2)),
         }
+        if self.scaler is not None:  # fp16: the loss scale is part of the state an exact resume needs
+            state["scaler"] = self.scaler.state_dict()
+        return state
 
     def save(self, path: Path | None = None) -> Path:
         path = path or self.checkpoint_dir / step_checkpoint_name(self.step)
@@ -147,6 +157,8 @@ class Trainer:
         self.metrics = dict(payload.get("metrics") or {})
         self.seconds = float(self.metrics.pop("train_seconds", 0.0))
         restore_rng_state(payload["rng"])
+        if self.scaler is not None and payload.get("scaler"):
+            self.scaler.load_state_dict(payload["scaler"])
 
     # --- loop ------------------------------------------------------------------------------------------------------
     def fit(self, resume: bool = False, stop_after: int | None = None) -> Path:
@@ -233,19 +245,27 @@ class Trainer:
             batch = shard_batch(batch, self.distributed.rank, self.distributed.world_size)
         batch = move_to_device(batch, self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        losses = self.step_fn(self.model, batch) if self._ddp_step is None else self._ddp_step(batch)
+        with autocast(self.device, self.precision):  # forward and loss; a null context at fp32
+            losses = self.step_fn(self.model, batch) if self._ddp_step is None else self._ddp_step(batch)
         if "loss" not in losses:
             raise CorrmarkError("the training step must return a dict with a 'loss' entry")
-        losses["loss"].backward()  # under DDP this also averages the gradients over the ranks
+        loss = losses["loss"] if self.scaler is None else self.scaler.scale(losses["loss"])
+        loss.backward()  # under DDP this also averages the gradients over the ranks
         values = {key: float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
                   for key, value in losses.items()}
         if self.distributed is not None:
             values = average_across_ranks(values, self.device)  # all ranks see (and judge) the same numbers
         if not math.isfinite(values["loss"]):  # checked before the update, so the weights stay finite
             raise CorrmarkError(f"training diverged: loss is {values['loss']} at step {self.step + 1}")
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # clip (and step with) the true gradients
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.optimizer.step()
+        if self.scaler is None:
+            self.optimizer.step()
+        else:  # skips the update when a gradient overflowed fp16, and adapts the scale
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         if self.scheduler is not None:
             self.scheduler.step()
         return values
