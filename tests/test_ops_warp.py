@@ -285,7 +285,8 @@ def traced_peak_beyond_output(size_hw) -> tuple[int, int]:
 
 
 def test_upsample_mapping_memory_beyond_the_output_does_not_grow_with_the_image():
-    # numpy allocations are traced; upsample_mapping does all its work in numpy. One chunk is 2**18 pixels x 2 x 4 B
+    # numpy allocations are traced; upsample_mapping interpolates in numpy (only its O(H + W) axis weights come from
+    # torch, untraced and small). One chunk is 2**18 pixels x 2 x 4 B
     # = 2 MB per temporary; the previous implementation held full-size float32 and float64 copies (3 x the output).
     bound = 16 * 2**20
     small_extra, small_output = traced_peak_beyond_output((750, 1000))

@@ -52,7 +52,15 @@ def grid_to_pixel(coords: torch.Tensor, stride: Stride) -> torch.Tensor:
     or a tensor broadcastable to ``coords`` (e.g. ``(B, 1, 2)`` per-image strides).
     """
     check_last_dim(coords, 2, "coords")
-    return (coords + 0.5) * _stride_tensor(stride, coords) - 0.5
+    return _scale_cell_centres(coords, _stride_tensor(stride, coords))
+
+
+def _scale_cell_centres(coords, scale):  # torch tensors or numpy arrays alike
+    """``(coords + 0.5) * scale - 0.5``: where cell centres land when cells grow by ``scale``.
+
+    The one place of this formula: grid -> pixel values, and output index -> input position of a resize.
+    """
+    return (coords + 0.5) * scale - 0.5
 
 
 def pixel_to_grid(coords: torch.Tensor, stride: Stride) -> torch.Tensor:
@@ -199,28 +207,49 @@ def cycle_error(mapping_t_to_s: torch.Tensor, mapping_s_to_t: torch.Tensor) -> t
     return torch.linalg.vector_norm(round_trip - identity, dim=-1)
 
 
-def _resize_axis(values: torch.Tensor, new_size: int, dim: int, extrapolate: bool) -> torch.Tensor:
-    """Linear resampling of ``values`` along ``dim`` to ``new_size`` entries, cell-centre aligned.
+def _resize_axis(
+    size_in: int,
+    size_out: int,
+    output_indices: torch.Tensor | np.ndarray | None = None,
+    extrapolate: bool = True,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where the output entries of a linear resize from ``size_in`` to ``size_out`` entries read the input.
 
-    Output entry ``k`` reads input position ``(k + 0.5) * n / new_size - 0.5`` (``align_corners=False``). Beyond the
-    outer entries the line through the two outer samples is followed (``extrapolate``) or the edge value is kept.
+    Entry ``k`` reads position ``(k + 0.5) * size_in / size_out - 0.5`` (``align_corners=False``), i.e.
+    ``in[lower] + (in[upper] - in[lower]) * weight``. Past the outer entries the line through the two outer samples is
+    followed (``extrapolate``: ``weight`` outside ``[0, 1]``) or the edge value is kept. ``output_indices``: ``(N,)``
+    integers, ``None`` for all ``size_out``; ``dtype`` (that of the arithmetic, so it decides the numbers) and
+    ``device`` are ``weight``'s.
+
+    Returns:
+        ``lower``, ``upper``: ``(N,)`` int64 (a single input entry is its own neighbour); ``weight``: ``(N,)``.
     """
-    size = values.shape[dim]
-    if size == 1:
-        shape = list(values.shape)
-        shape[dim] = new_size
-        return values.expand(*shape)
-    positions = (torch.arange(new_size, device=values.device, dtype=values.dtype) + 0.5) * (size / new_size) - 0.5
+    if output_indices is None:
+        indices = torch.arange(size_out, device=device, dtype=dtype)
+    else:
+        indices = torch.as_tensor(output_indices, device=device).to(dtype)
+    positions = _scale_cell_centres(indices, size_in / size_out)
     if not extrapolate:
-        positions = positions.clamp(0, size - 1)
-    lower = positions.floor().clamp(0, size - 2).long()
-    weight = positions - lower.to(values.dtype)  # outside [0, 1] only when extrapolating
-    shape = [1] * values.dim()
+        positions = positions.clamp(0, size_in - 1)
+    lower = positions.floor().clamp(0, max(size_in - 2, 0)).long()
+    upper = (lower + 1).clamp(max=size_in - 1)
+    return lower, upper, positions - lower.to(dtype)
+
+
+def _resample_dim(values: torch.Tensor, new_size: int, dim: int, extrapolate: bool) -> torch.Tensor:
+    """``values`` resized along ``dim`` to ``new_size`` entries by :func:`_resize_axis`."""
+    shape = list(values.shape)
     shape[dim] = new_size
-    weight = weight.reshape(shape)
+    if values.shape[dim] == 1:  # nothing to interpolate: a view keeps the value exactly (inf too)
+        return values.expand(*shape)
+    lower, upper, weight = _resize_axis(values.shape[dim], new_size, None, extrapolate, values.dtype, values.device)
     below = values.index_select(dim, lower)
-    above = values.index_select(dim, lower + 1)
-    return below + (above - below) * weight
+    above = values.index_select(dim, upper)
+    weight_shape = [1] * values.dim()
+    weight_shape[dim] = new_size
+    return below + (above - below) * weight.reshape(weight_shape)
 
 
 def resize_mapping(
@@ -251,20 +280,23 @@ def resize_mapping(
         ``(B, H, W, 2)``.
     """
     _check_mapping(mapping, "mapping")
-    if (from_size_hw_of_values is None) != (to_size_hw_of_values is None):
-        raise ValueError("give both from_size_hw_of_values and to_size_hw_of_values, or neither")
+    stride = _value_stride(from_size_hw_of_values, to_size_hw_of_values)
     height, width = size_hw
-    resized = _resize_axis(_resize_axis(mapping, height, 1, extrapolate), width, 2, extrapolate)
-    if from_size_hw_of_values is None:
-        return resized.contiguous()
-    stride = grid_stride(to_size_hw_of_values, from_size_hw_of_values)
-    return grid_to_pixel(resized, stride)
+    resized = _resample_dim(_resample_dim(mapping, height, 1, extrapolate), width, 2, extrapolate)
+    return resized.contiguous() if stride is None else grid_to_pixel(resized, stride)
 
+
+def _value_stride(from_size_hw, to_size_hw) -> tuple[float, float] | None:
+    """``(sx, sy)`` that takes mapping values from the ``from`` map's pixels to the ``to`` map's; ``None``: keep them."""
+    if (from_size_hw is None) != (to_size_hw is None):
+        raise ValueError("give both from_size_hw_of_values and to_size_hw_of_values, or neither")
+    return None if from_size_hw is None else grid_stride(to_size_hw, from_size_hw)
 
 
 # --- full-resolution mappings from grid mappings: float32 numpy, a matcher's output ---------------------------------
-# resize_mapping's arithmetic (the same float32 operations in the same order: its numbers bit for bit), with the output
-# preallocated and filled a few rows at a time, so memory beyond the output does not grow with the image.
+# resize_mapping's numbers bit for bit: the same positions and weights (_resize_axis, float32), then the same float32
+# operations in the same order, with the output preallocated and filled a few rows at a time, so memory beyond the
+# output does not grow with the image.
 
 UPSAMPLE_CHUNK_PIXELS = 1 << 18  # output pixels per chunk: about 2 MB per float32 temporary
 
@@ -281,14 +313,14 @@ def upsample_mapping(grid_mapping, size_hw: tuple[int, int], from_size_hw_of_val
     grid = _grid_array(grid_mapping)
     height, width = (int(side) for side in size_hw)
     stride = _value_stride(from_size_hw_of_values, to_size_hw_of_values)
-    columns = _axis_weights(np.arange(width), grid.shape[1], width, extrapolate)
+    columns = _axis_weights(None, grid.shape[1], width, extrapolate)
     output = np.empty((height, width, 2), dtype=np.float32)
     rows_per_chunk = max(1, int(chunk_pixels) // max(width, 1))
     for start in range(0, height, rows_per_chunk):
         indices = np.arange(start, min(start + rows_per_chunk, height))
         rows = _axis_weights(indices, grid.shape[0], height, extrapolate)
         chunk = _interpolate_axis(_interpolate_axis(grid, rows, 0), columns, 1)
-        output[start:start + len(chunk)] = chunk if stride is None else _to_pixels(chunk, stride)
+        output[start:start + len(chunk)] = _values_to_pixels(chunk, stride)
     return output
 
 
@@ -309,7 +341,7 @@ def read_upsampled_mapping(grid_mapping, size_hw: tuple[int, int], points: np.nd
         rows = _axis_weights(row, grid.shape[0], size_hw[0], extrapolate)
         for column in (x0, x1):
             value = _interpolate_pointwise(grid, rows, _axis_weights(column, grid.shape[1], size_hw[1], extrapolate))
-            corners.append(value if stride is None else _to_pixels(value, stride))
+            corners.append(_values_to_pixels(value, stride))
     return _blend_corners(*corners, wx, wy)
 
 
@@ -329,30 +361,14 @@ def _grid_array(grid_mapping) -> np.ndarray:
     return grid
 
 
-def _value_stride(from_size_hw, to_size_hw) -> np.ndarray | None:
-    if (from_size_hw is None) != (to_size_hw is None):
-        raise ValueError("give both from_size_hw_of_values and to_size_hw_of_values, or neither")
-    return None if from_size_hw is None else np.asarray(grid_stride(to_size_hw, from_size_hw), dtype=np.float32)
+def _values_to_pixels(values: np.ndarray, stride: tuple[float, float] | None) -> np.ndarray:
+    """:func:`grid_to_pixel` of float32 ``(..., 2)`` values, in float32 numpy (``stride`` from :func:`_value_stride`)."""
+    return values if stride is None else _scale_cell_centres(values, np.asarray(stride, dtype=np.float32))
 
 
-def _to_pixels(values: np.ndarray, stride: np.ndarray) -> np.ndarray:
-    """:func:`grid_to_pixel` in float32, in place (``values`` is a temporary)."""
-    values += np.float32(0.5)
-    values *= stride
-    values -= np.float32(0.5)
-    return values
-
-
-def _axis_weights(indices: np.ndarray, size: int, new_size: int, extrapolate: bool):
-    """``(lower, upper, weight)`` of output entries ``indices`` when ``size`` entries are resampled to ``new_size``:
-    :func:`_resize_axis`'s positions, in the same float32 operations."""
-    positions = (np.asarray(indices).astype(np.float32) + np.float32(0.5)) * np.float32(size / new_size)
-    positions -= np.float32(0.5)
-    if not extrapolate:
-        positions = np.clip(positions, np.float32(0), np.float32(size - 1))
-    lower = np.clip(np.floor(positions), 0, max(size - 2, 0)).astype(np.int64)
-    upper = np.minimum(lower + 1, size - 1)  # a single entry is its own neighbour: the value is kept
-    return lower, upper, positions - lower.astype(np.float32)
+def _axis_weights(indices: np.ndarray | None, size: int, new_size: int, extrapolate: bool):
+    """:func:`_resize_axis`'s float32 ``(lower, upper, weight)`` for output entries ``indices``, as numpy arrays."""
+    return tuple(part.numpy() for part in _resize_axis(size, new_size, indices, extrapolate))
 
 
 def _interpolate_axis(values: np.ndarray, weights, axis: int) -> np.ndarray:
