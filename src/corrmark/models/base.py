@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import functools
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
@@ -68,9 +69,9 @@ class MixedPrecision:
         """Check that ``precision`` runs on ``device`` (one ``CorrmarkError`` otherwise) and use it."""
         self._precision = check_autocast(device, precision)
 
-    def autocast(self, device):
-        """The context the per-image forward runs in (a null context at fp32)."""
-        return autocast(device, self._precision)
+    def at_precision(self, compute: Callable[[], object], device):
+        """``forward_at_precision`` at this model's precision."""
+        return forward_at_precision(compute, device, self._precision)
 
     def precision_fields(self) -> dict:
         """``{"precision": ...}`` for ``describe()`` when it is not fp32; at fp32 nothing, so records, propagate
@@ -78,13 +79,20 @@ class MixedPrecision:
         return {} if self._precision == DEFAULT_PRECISION else {"precision": self._precision}
 
 
-def as_float32(value):
-    """Tensors (also inside lists and tuples) cast to float32: reduced-precision features leave the autocast
-    region as float32, so correlation, soft argmax and coordinates run at full precision."""
+def forward_at_precision(compute: Callable[[], object], device, precision: str | None = DEFAULT_PRECISION):
+    """``compute()`` (a per-image forward) under ``corrmark.device.autocast`` at ``precision``, its tensors (also
+    inside lists and tuples) returned as float32: correlation, soft argmax and coordinates run at full precision.
+    At fp32 it is ``compute()`` unchanged."""
+    with autocast(device, precision):
+        result = compute()
+    return _as_float32(result)
+
+
+def _as_float32(value):
     if isinstance(value, torch.Tensor):
-        return value.float()
+        return value.float()  # a no-op (the same tensor) when it already is float32
     if isinstance(value, (list, tuple)):
-        return type(value)(as_float32(item) for item in value)
+        return type(value)(_as_float32(item) for item in value)
     return value
 
 

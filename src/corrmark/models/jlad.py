@@ -38,14 +38,14 @@ from torch import nn
 from ..backbones.descriptors import DescriptorExtractor, parse_backbone_spec
 from ..cache import DescriptorCache
 from ..checkpoints import check_state_keys, read_checkpoint
-from ..device import DEFAULT_PRECISION, autocast, resolve_device
+from ..device import DEFAULT_PRECISION, resolve_device
 from ..errors import CheckpointError, CorrmarkError, UnknownNameError
 from ..io import ImageLike, read_image
 from ..ops import (dense_self_similarity, grid_stride, grid_to_pixel, l2_normalize, local_correlation,
                    local_correlation_soft_argmax, pixel_grid, pixel_to_normalized, spatial_expectation)
 from ..preprocess import Preprocess
 from ..registry import register_landmark_model, register_matcher
-from .base import CoarseMapping, LandmarkModel, Matcher, MethodConfig
+from .base import CoarseMapping, LandmarkModel, Matcher, MethodConfig, forward_at_precision
 
 
 @dataclass
@@ -302,9 +302,7 @@ class JLADRuntime:
         """``F`` float32 of a batch ``(B, 3, H, W)`` in [0, 1] (resized to the square input); the backbone and W_F
         run at ``precision`` (``corrmark.device.autocast``), W_A, W_C and W_D at full precision on what they give."""
         square = self.preprocess.resize_batch(images.to(self.device).float())
-        with autocast(self.device, precision):
-            features = self.net.features(self.frozen(square))
-        return features.float()  # a no-op at fp32
+        return forward_at_precision(lambda: self.net.features(self.frozen(square)), self.device, precision)
 
     def features_of_image(self, image: np.ndarray, precision: str = DEFAULT_PRECISION) -> torch.Tensor:
         """``F`` ``(1, C, h, w)`` of an ``(H, W, 3)`` uint8 image, cached by content and precision."""

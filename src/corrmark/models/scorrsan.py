@@ -267,9 +267,7 @@ class ScorrsanMatcher(Matcher):
     @torch.no_grad()
     def _describe_uncached(self, image: np.ndarray) -> torch.Tensor:
         tensor = self.preprocess.to_input(image).to(self.device)  # resized on the CPU, as the feature banks were
-        with self.autocast(self.device):
-            described = self.head.describe_features(self.extractor(tensor))
-        return described.float()  # correlation and soft argmax at full precision (a no-op at fp32)
+        return self.at_precision(lambda: self.head.describe_features(self.extractor(tensor)), self.device)
 
 
 @register_matcher("scorrsan", checkpoint_hint="final.pt or selected.pt")

@@ -39,7 +39,7 @@ from ..ops import (correlation_4d, correlation_argmax, kernel_soft_argmax, l2_no
                    soft_argmax_4d)
 from ..preprocess import Preprocess
 from ..registry import register_matcher
-from .base import CoarseMapping, Matcher, MethodConfig, as_float32
+from .base import CoarseMapping, Matcher, MethodConfig
 
 DEFAULT_LEVELS = [["dinov2_vits14:8", "efficientnet_lite0:3"], ["efficientnet_lite0:4"]]
 ARGMAX_MODES = ("kernel", "soft", "hard")
@@ -264,11 +264,11 @@ class SFNetMatcher(Matcher):
 
     @torch.no_grad()
     def _describe_uncached(self, image: np.ndarray) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
-        with self.autocast(self.device):
+        def forward():
             levels = self.features(self.preprocess.to_input(image, device=self.device))
             frozen = self.head.adapt(levels, frozen=True) if self.config.fallback > 0 else None
-            adapted = self.head.adapt(levels)
-        return as_float32(adapted), as_float32(frozen)  # correlation and argmax at full precision
+            return self.head.adapt(levels), frozen
+        return self.at_precision(forward, self.device)
 
     def match_grids(self, target_levels, source_levels) -> tuple[torch.Tensor, torch.Tensor]:
         """Target-grid matches ``(h, w, 2)`` in the source grid and each cell's best score ``(h, w)``."""

@@ -129,9 +129,7 @@ class NearestNeighbourMatcher(Matcher):
         # built from the config at each call: its options may be changed after construction
         preprocess = Preprocess(self.config.image_size, self.extractor.size_multiple, self.config.keep_aspect,
                                 self.config.aspect_rule)
-        with self.autocast(self.device):
-            described = self.extractor(preprocess.to_input(image, device=self.device))
-        return described.float()  # correlation and soft argmax at full precision (a no-op at fp32)
+        return self.at_precision(lambda: self.extractor(preprocess.to_input(image, device=self.device)), self.device)
 
     def _correlate(self, source_features: torch.Tensor, target_image: np.ndarray):
         """(h_s, w_s, h_t, w_t) correlation with the target, or with its mirror image when that agrees better."""
