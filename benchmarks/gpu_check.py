@@ -54,7 +54,7 @@ import torch
 from common import ROOT, results_dir, write_script_result
 
 from corrmark import load_matcher
-from corrmark.cache import DescriptorCache
+from corrmark.bench import forget_descriptors
 from corrmark.device import PRECISIONS, resolve_device
 from corrmark.errors import CorrmarkError
 from corrmark.eval.pck import pck_per_pair, threshold_length
@@ -105,14 +105,6 @@ def matcher_builds(wanted: list[str] | None) -> list[tuple[str, object]]:
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def forget_descriptors(matcher) -> None:
-    """Empty the descriptor caches of the matcher and of the objects it holds (JLAD's runtime)."""
-    for owner in (matcher, *vars(matcher).values()):
-        cache = getattr(owner, "_cache", None)
-        if isinstance(cache, DescriptorCache):
-            cache.clear()
 
 
 def timed_transfer(matcher, pair: dict, device: torch.device) -> tuple[np.ndarray, float]:

@@ -113,14 +113,6 @@ def backbone_call(matcher):
     raise TypeError(f"no backbone call known for {type(matcher).__name__}")
 
 
-def clear_descriptor_caches(matcher) -> None:
-    from corrmark.cache import DescriptorCache
-
-    for owner in (matcher, *vars(matcher).values()):
-        if isinstance(getattr(owner, "_cache", None), DescriptorCache):
-            owner._cache.clear()
-
-
 def seconds(call, *arguments) -> float:
     started = time.perf_counter()
     call(*arguments)
@@ -130,14 +122,16 @@ def seconds(call, *arguments) -> float:
 def measure_matcher(label: str, matcher, pairs: list) -> dict:
     import torch
 
+    from corrmark.bench import forget_descriptors
+
     describe = backbone_call(matcher)
-    clear_descriptor_caches(matcher)
+    forget_descriptors(matcher)
     matcher.transfer_keypoints(*pairs[0])  # warm-up: lazy initialisation is not timed
     per_pair = []
     for source, target, points in pairs:
         transfer, backbone = [], []
         for _ in range(REPEATS):
-            clear_descriptor_caches(matcher)
+            forget_descriptors(matcher)
             transfer.append(seconds(matcher.transfer_keypoints, source, target, points))
             with torch.no_grad():
                 backbone.append(seconds(describe, source) + seconds(describe, target))

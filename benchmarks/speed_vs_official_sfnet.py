@@ -50,6 +50,7 @@ from common import ROOT, results_dir, write_script_result
 
 from corrmark.io import read_image
 from corrmark.models.sfnet import SFNetMatcher
+from corrmark.ops import normalized_to_pixel, pixel_to_normalized
 from corrmark.preprocess import Preprocess
 
 RESULT = results_dir("speed") / "speed_vs_official_sfnet.json"
@@ -230,26 +231,18 @@ def check_flow(flow) -> None:
         raise ValueError(f"forward must return a (1, h, w, 2) tensor, got {shape}")
 
 
-def normalised_to_pixels(values: torch.Tensor, size_hw) -> torch.Tensor:
-    """``(..., 2)`` ``[-1, 1]`` (x, y) -> pixels of an image of ``size_hw`` (cell centres, align_corners=False)."""
-    sides = torch.tensor([size_hw[1], size_hw[0]], dtype=values.dtype)
-    return ((values + 1) * sides - 1) / 2
-
-
 def flow_to_mapping(flow: torch.Tensor, target_hw, source_hw) -> np.ndarray:
     """``(1, h, w, 2)`` ``[-1, 1]`` target-grid flow -> ``(H_t, W_t, 2)`` float32 source pixels (bilinear)."""
     resized = F.interpolate(flow.permute(0, 3, 1, 2), size=tuple(target_hw), mode="bilinear", align_corners=False)
-    return normalised_to_pixels(resized[0].permute(1, 2, 0), source_hw).numpy().astype(np.float32, copy=False)
+    return normalized_to_pixel(resized[0].permute(1, 2, 0), source_hw).numpy().astype(np.float32, copy=False)
 
 
 def read_flow_at_points(flow: torch.Tensor, points: np.ndarray, source_hw, target_hw) -> np.ndarray:
     """``(1, h, w, 2)`` ``[-1, 1]`` source-grid flow read (bilinearly) at ``(N, 2)`` source pixels -> ``(N, 2)``
     float64 target pixels: the default ``dense_to_keypoints``."""
-    at = torch.as_tensor(points, dtype=flow.dtype)
-    sides = torch.tensor([source_hw[1], source_hw[0]], dtype=flow.dtype)
-    grid = ((2 * at + 1) / sides - 1).view(1, 1, -1, 2)
+    grid = pixel_to_normalized(torch.as_tensor(points, dtype=flow.dtype), source_hw).view(1, 1, -1, 2)
     values = F.grid_sample(flow.permute(0, 3, 1, 2), grid, mode="bilinear", align_corners=False)  # (1, 2, 1, N)
-    return normalised_to_pixels(values[0, :, 0].T, target_hw).double().numpy()
+    return normalized_to_pixel(values[0, :, 0].T, target_hw).double().numpy()
 
 
 def git_commit(folder: Path) -> str | None:

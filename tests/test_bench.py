@@ -118,7 +118,7 @@ def test_precision_reaches_every_matcher_and_the_command_line(monkeypatch):
 
 
 def test_descriptor_caches_of_the_matcher_and_of_what_it_holds_are_emptied():
-    from corrmark.bench import _forget_descriptors
+    from corrmark.bench import forget_descriptors
     from corrmark.cache import DescriptorCache
 
     class Runtime:  # JLAD's matcher keeps its cache on the runtime it holds
@@ -129,5 +129,5 @@ def test_descriptor_caches_of_the_matcher_and_of_what_it_holds_are_emptied():
     matcher._cache = DescriptorCache(4)
     for cache in (matcher._cache, matcher.runtime._cache):
         cache.get_or_compute(np.zeros((2, 2, 3), np.uint8), lambda: "descriptors")
-    _forget_descriptors(matcher)
+    forget_descriptors(matcher)
     assert len(matcher._cache) == 0 and len(matcher.runtime._cache) == 0

@@ -232,13 +232,13 @@ def _match(matcher, source, target, points) -> tuple[float, float]:
 
 
 def _cold_seconds(matcher, call, *arguments) -> float:
-    _forget_descriptors(matcher)  # both images are described inside the timed call
+    forget_descriptors(matcher)  # both images are described inside the timed call
     started = time.perf_counter()
     call(*arguments)
     return time.perf_counter() - started
 
 
-def _forget_descriptors(matcher) -> None:
+def forget_descriptors(matcher) -> None:
     """Empty the per-image descriptor caches (``_cache``) of the matcher and of the objects it holds."""
     for owner in (matcher, *vars(matcher).values()):
         cache = getattr(owner, "_cache", None)
