@@ -8,7 +8,7 @@ import torch
 
 from corrmark.cache import FeatureBank
 from corrmark.data.keypoint_pairs import RandomPairs, face_test_pairs
-from corrmark.errors import CheckpointError
+from corrmark.errors import CheckpointError, CorrmarkError
 from corrmark.eval.interocular import InterOcularPCK
 from corrmark.losses.scorrsan import (dilate_mask, keypoint_mask, mask_positions, pseudo_label_loss,
                                       select_small_losses, selection_ratio, sparse_flow_loss)
@@ -330,3 +330,25 @@ def test_matcher_equals_the_feature_bank_path(tmp_path, monkeypatch):
     assert np.allclose(via_matcher, via_bank, atol=1e-3)
     mapping = matcher.estimate_mapping(source, target)
     assert mapping.shape == (48, 44, 2) and np.isfinite(mapping).all()
+
+
+def test_mirrored_pairs_mirror_both_images_together():
+    from corrmark.data.keypoint_pairs import FixedPairs
+
+    images, size = 4, 8
+    features = torch.arange(images * 2, dtype=torch.float16).view(-1, 1, 1, 1).expand(-1, 1, 2, 2).contiguous()
+    points = torch.zeros(images * 2, 1, 2)
+    points[1::2, 0, 0] = size - 1  # the mirrored view's x
+    bank = FeatureBank(features=features, points=points, shapes=torch.full((images, 2), size),
+                       groups=torch.zeros(images, dtype=torch.int64), views=2, paths=[str(i) for i in range(images)],
+                       size=size, stride=4.0, meta={})
+    pairs = [(0, 1), (1, 2), (2, 3), (3, 0)] * 8
+    shown = [(int(s), int(t)) for batch in FixedPairs(bank, pairs, 8, mirror_pairs=True).batches(0, 0)
+             for s, t in zip(batch["source"][:, 0, 0, 0], batch["target"][:, 0, 0, 0])]
+    assert all(s % 2 == t % 2 for s, t in shown)  # a pair is plain or mirrored as a whole
+    assert {s % 2 for s, _ in shown} == {0, 1}  # both kinds occur
+    assert sorted((s // 2, t // 2) for s, t in shown) == sorted(pairs)  # each listed pair once per epoch
+    plain = [batch["source"][:, 0, 0, 0] for batch in FixedPairs(bank, pairs, 8).batches(0, 0)]
+    assert all(int(v) % 2 == 0 for chunk in plain for v in chunk)
+    with pytest.raises(CorrmarkError, match="views: 2"):
+        FixedPairs(synthetic_bank(), pairs, mirror_pairs=True)

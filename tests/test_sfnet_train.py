@@ -57,3 +57,37 @@ def test_train_resume_and_load(tiny_setup, tmp_path, monkeypatch):
     matcher = load_matcher("sfnet", checkpoint=str(straight), weights_files={"timm:resnet18": str(weights)})
     image = np.asarray(Image.open(root / "images" / "0.png"))
     assert matcher.estimate_mapping(image, image).shape == (48, 56, 2)
+
+
+def test_bank_rows_are_image_major_across_chunks(tiny_setup, tmp_path):
+    """Row ``image * views + view`` holds that image's view, also past the first chunk of 8 images."""
+    pytest.importorskip("onnxruntime")
+    from corrmark.data.synthetic import SyntheticWarp, WarpConfig
+    from corrmark.io import read_image
+    from corrmark.models.sfnet import SFNetConfig, SFNetFeatures
+    from corrmark.preprocess import Preprocess
+    from corrmark.train.sfnet import build_feature_bank
+
+    root, weights = tiny_setup
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index in range(10):  # two chunks: 8 + 2
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(folder / f"{index:02d}.png")
+    config = config_for(root, weights, 1)
+    config["data"]["sources"][0]["root"] = str(folder)
+    model = SFNetConfig.from_dict(config["model"])
+    weights_files = config["weights_files"]
+    bank = build_feature_bank(model, config["data"], weights_files=weights_files, cache=False, progress=False)
+    features = SFNetFeatures(model.levels, weights_files=weights_files).eval()
+    preprocess = Preprocess(model.image_size, features.size_multiple)
+    paths = sorted(folder.glob("*.png"))
+    images = torch.cat([preprocess.to_input(read_image(path)) for path in paths])
+    with torch.no_grad():
+        plain = features(images)
+        generator = torch.Generator().manual_seed(0 * 1_000_003 + 8 * 97 + 1)  # the second chunk's warp, view 1
+        warped = features(SyntheticWarp(WarpConfig.from_dict({})).view(images[8:], None, generator)["image"])
+    assert bank.levels[0].shape[0] == 20
+    for image in range(10):
+        assert torch.allclose(bank.levels[0][image * 2].float(), plain[0][image].half().float())
+    assert torch.allclose(bank.levels[1][9 * 2 + 1].float(), warped[1][1].half().float())

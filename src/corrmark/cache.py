@@ -65,7 +65,8 @@ class FeatureBank:
 
     - SFNet: ``levels`` (list of (N * V, C_l, h_l, w_l) float16), ``masks`` (N * V, 1, h, w) float16;
     - JLAD: ``features`` (N * V, C, h, w) float16, ``mappings`` (N * V, h, w, 2) (view grid -> view 0 grid),
-      ``shapes`` (N, 2) original (H, W), ``paths``, ``size`` (square input side);
+      ``shapes`` (N, 2) original (H, W), ``paths``, ``size`` (square input side); with ``tune_block`` also
+      ``tokens`` (N * V, 1 + h' * w', D) float16, the DINOv2 tokens entering the tuned block;
     - SCorrSAN: ``features``, ``points`` (N * V, K, 2) float32 square-input pixels (NaN = not annotated), ``shapes``,
       ``paths``, ``size``, ``stride``.
 

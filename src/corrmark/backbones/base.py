@@ -47,9 +47,12 @@ class Backbone(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.extract(self.normalise(images))
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """Checked images in [0, 1] ``(B, 3, H, W)`` -> the network's input (per-channel mean / std)."""
         self.check_images(images)
-        normalised = (images - self.pixel_mean.to(images.dtype)) / self.pixel_std.to(images.dtype)
-        return self.extract(normalised)
+        return (images - self.pixel_mean.to(images.dtype)) / self.pixel_std.to(images.dtype)
 
     def extract(self, normalised: torch.Tensor) -> dict[str, torch.Tensor]:
         """Feature maps of mean/std-normalised images; implemented by each backbone."""

@@ -34,17 +34,30 @@ class DescriptorExtractor(torch.nn.Module):
         reference = next(iter(self.backbones[0].feature_specs.values()))
         self.stride = reference.stride
 
+    def reference_grid(self, images: torch.Tensor) -> tuple[int, int]:
+        """The grid ``(h, w)`` of the first backbone on ``images`` ``(B, 3, H, W)``: every map is resized to it."""
+        return images.shape[-2] // self.stride, images.shape[-1] // self.stride
+
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        grid = (images.shape[-2] // self.stride, images.shape[-1] // self.stride)
-        parts = []
-        for backbone, weight in zip(self.backbones, self.weights):
-            for feature in backbone(images).values():
-                feature = F.normalize(feature, dim=1)
-                if feature.shape[-2:] != grid:
-                    feature = F.interpolate(feature, size=grid, mode="bilinear", align_corners=False)
-                parts.append(feature * weight)
-        return F.normalize(torch.cat(parts, dim=1), dim=1)
+        grid = self.reference_grid(images)
+        parts = [descriptor_part(feature, weight, grid)
+                 for backbone, weight in zip(self.backbones, self.weights) for feature in backbone(images).values()]
+        return fuse_parts(parts)
+
+
+def descriptor_part(feature: torch.Tensor, weight: float, grid: tuple[int, int]) -> torch.Tensor:
+    """One map ``(B, C, h, w)`` of a descriptor: L2-normalised along channels, resized bilinearly to ``grid``,
+    times its weight -> ``(B, C, *grid)``."""
+    feature = F.normalize(feature, dim=1)
+    if tuple(feature.shape[-2:]) != tuple(grid):
+        feature = F.interpolate(feature, size=tuple(grid), mode="bilinear", align_corners=False)
+    return feature * weight
+
+
+def fuse_parts(parts: list[torch.Tensor]) -> torch.Tensor:
+    """The descriptor of its parts (:func:`descriptor_part`, in order): concatenated and L2-normalised."""
+    return F.normalize(torch.cat(parts, dim=1), dim=1)
 
 
 def parse_backbone_spec(backbone: str, layers) -> list[tuple[str, list[int] | None, float]]:

@@ -93,18 +93,35 @@ class DinoV2Backbone(Backbone):
         return self.vit.patch_embed.norm(patches.permute(0, 2, 3, 1))
 
     def extract(self, normalised: torch.Tensor) -> dict[str, torch.Tensor]:
-        patches = self._patches(normalised)
-        batch, height, width, channels = patches.shape
-        tokens = self._with_position_embedding(patches.reshape(batch, height * width, channels), (height, width))
+        tokens, grid = self.embed(normalised)
+        final_norm = self.vit.norm if self.facet == "norm" else None
         features = {}
         for index, block in enumerate(self.vit.blocks[: self.layers[-1] + 1]):
             if index in self.layers and self.facet in ("key", "query", "value"):
-                features[f"{self._prefix}{index}"] = self._to_map(self._projection(block, tokens), height, width)
+                features[f"{self._prefix}{index}"] = tokens_to_map(self._projection(block, tokens), grid)
             tokens = block(tokens)
             if index in self.layers and self.facet in ("token", "norm"):
-                normed = self.vit.norm(tokens) if self.facet == "norm" else tokens
-                features[f"{self._prefix}{index}"] = self._to_map(normed, height, width)
+                features[f"{self._prefix}{index}"] = facet_map(tokens, grid, final_norm)
         return features
+
+    def embed(self, normalised: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Tokens entering block 0 ``(B, 1 + h * w, C)`` (class token first, position embedding added) of
+        mean/std-normalised images, and the patch grid ``(h, w)``."""
+        patches = self._patches(normalised)
+        batch, height, width, channels = patches.shape
+        tokens = self._with_position_embedding(patches.reshape(batch, height * width, channels), (height, width))
+        return tokens, (height, width)
+
+    def tokens_entering(self, images: torch.Tensor, block: int) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Tokens entering block ``block`` (the output of block ``block - 1``) ``(B, 1 + h * w, C)`` of images in
+        [0, 1] ``(B, 3, H, W)``, and the patch grid ``(h, w)``: the frozen prefix of a network that trains that
+        block (``facet_map(block(tokens), grid, norm)`` then gives what ``forward`` gives for it)."""
+        if not 0 <= block < len(self.vit.blocks):
+            raise CorrmarkError(f"backbone {self.name} has blocks 0..{len(self.vit.blocks) - 1}, got {block}")
+        tokens, grid = self.embed(self.normalise(images))
+        for earlier in self.vit.blocks[:block]:
+            tokens = earlier(tokens)
+        return tokens, grid
 
     def _projection(self, block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
         """The block's query, key or value tokens (heads concatenated), from its normalised input."""
@@ -143,9 +160,17 @@ class DinoV2Backbone(Backbone):
             num_prefix_tokens=1, antialias=False,
         )
 
-    def _to_map(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        patches = tokens[:, 1:]  # drop the class token
-        return patches.transpose(1, 2).reshape(tokens.shape[0], -1, height, width)
+
+def tokens_to_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Patch tokens ``(B, 1 + h * w, C)`` (class token first, dropped) as a map ``(B, C, h, w)``."""
+    patches = tokens[:, 1:]
+    return patches.transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
+
+
+def facet_map(tokens: torch.Tensor, grid: tuple[int, int], final_norm: nn.Module | None = None) -> torch.Tensor:
+    """The ``token`` facet map ``(B, C, h, w)`` of a block's output tokens ``(B, 1 + h * w, C)``, or the ``norm``
+    facet with the model's final LayerNorm ``final_norm``."""
+    return tokens_to_map(final_norm(tokens) if final_norm is not None else tokens, grid)
 
 
 def check_facet(facet: str) -> None:

@@ -157,12 +157,15 @@ class RandomPairs:
 
 
 class FixedPairs:
-    """Every pair of a fixed list once per epoch, shuffled, in batches (BatchSource); view 0, or a random view of
-    both images when ``random_views`` (the mirror keeps keypoint identities only with a flip permutation)."""
+    """Every pair of a fixed list once per epoch, shuffled, in batches (BatchSource). With ``mirror_pairs`` (a bank
+    with the mirrored view) each pair is shown, at random, plain or with *both* images mirrored: mirroring both keeps
+    every keypoint's partner, whatever the keypoints' left/right naming, so the pairs stay exact."""
 
-    def __init__(self, bank: FeatureBank, pairs, batch_size: int = 8, random_views: bool = False):
+    def __init__(self, bank: FeatureBank, pairs, batch_size: int = 8, mirror_pairs: bool = False):
         self.bank, self.pairs, self.batch_size = bank, [tuple(map(int, p)) for p in pairs], int(batch_size)
-        self.random_views = bool(random_views) and bank.views > 1
+        if mirror_pairs and bank.views != 2:
+            raise CorrmarkError("mirrored pairs need a keypoint bank with the mirrored view (views: 2)")
+        self.mirror_pairs = bool(mirror_pairs)
         if not self.pairs:
             raise CorrmarkError("the fixed pair list is empty")
 
@@ -174,10 +177,9 @@ class FixedPairs:
         order = rng.permutation(len(self.pairs))
         for step, start in enumerate(range(0, len(order), self.batch_size)):
             chosen = [self.pairs[i] for i in order[start:start + self.batch_size]]
-            views = (rng.integers(self.bank.views, size=(len(chosen), 2)) if self.random_views
-                     else np.zeros((len(chosen), 2), int))
-            sources = [s * self.bank.views + int(v[0]) for (s, _), v in zip(chosen, views)]
-            targets = [t * self.bank.views + int(v[1]) for (_, t), v in zip(chosen, views)]
+            views = rng.integers(2, size=len(chosen)) if self.mirror_pairs else np.zeros(len(chosen), int)
+            sources = [s * self.bank.views + int(v) for (s, _), v in zip(chosen, views)]
+            targets = [t * self.bank.views + int(v) for (_, t), v in zip(chosen, views)]
             yield _pair_batch(self.bank, sources, targets, epoch + step / len(self))
 
 

@@ -20,12 +20,17 @@ Coordinates: ``tau`` is in feature-grid cells; landmark heatmaps live on a grid 
 (eq. 5) are returned in heatmap-grid cells and in the normalised ``[-1, 1]`` coordinates of ``grid_sample``
 (``align_corners=False``) used by the losses; the wrappers convert to input pixels (docs/CONVENTIONS.md).
 
+``tune_block: true`` makes the last requested DINOv2 block (and the final LayerNorm of the ``norm`` facet) part of
+W_F: the frozen part then stops at the tokens entering that block, and ``TunedBlock`` (inside ``JLADNet``, started as
+a copy of the pretrained block) finishes the descriptor, so the features at initialisation equal the frozen ones.
+
 Only ``JLADNet`` (the trainable part) is checkpointed; the frozen backbone is rebuilt from the config stored in the
 checkpoint. ``JLADMatcher`` is the Matcher (alignment side), ``JLADLandmarks`` the LandmarkModel (detection side).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -35,7 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones.descriptors import DescriptorExtractor, parse_backbone_spec
+from ..backbones.descriptors import DescriptorExtractor, descriptor_part, fuse_parts, parse_backbone_spec
+from ..backbones.dinov2 import PATCH_SIZE, DinoV2Backbone, facet_map
 from ..cache import DescriptorCache
 from ..checkpoints import check_state_keys, read_checkpoint
 from ..device import DEFAULT_PRECISION, resolve_device
@@ -65,6 +71,7 @@ class JLADConfig(MethodConfig):
     uncertainty: bool = True  # predict sigma (False = sigma = 1 everywhere, the "wo/UM" ablation)
     residual_soft_argmax: bool = True  # tau = identity + soft argmax of C^st + W_A output
     soft_argmax_beta: float = 20.0  # temperature of that soft argmax (C^st is in [-1, 1] after eq. (3))
+    tune_block: bool = False  # train the last requested DINOv2 block (+ final LayerNorm) as part of W_F
 
     def __post_init__(self):
         if self.layers is not None and not isinstance(self.layers, (list, tuple)):
@@ -80,6 +87,8 @@ class JLADConfig(MethodConfig):
             raise CorrmarkError(f"JLAD radius must be an int >= 1, got {self.radius!r}")
         if self.upsample < 1 or self.upsample & (self.upsample - 1):
             raise CorrmarkError(f"JLAD upsample must be a power of two >= 1, got {self.upsample!r}")
+        if not isinstance(self.tune_block, bool):
+            raise CorrmarkError(f"JLAD tune_block must be true or false, got {self.tune_block!r}")
 
 
     @property
@@ -90,8 +99,47 @@ class JLADConfig(MethodConfig):
 # --- the frozen part of W_F -----------------------------------------------------------------------------------------
 
 
+@dataclass
+class FrozenParts:
+    """The frozen input of W_F with ``tune_block``: what the tuned DINOv2 block and the rest of the descriptor need.
+
+    ``maps`` ``(B, C - D, H, W)``: every other backbone's descriptor part (normalised, weighted, resized to the
+    reference grid), in the configured order; ``tokens`` ``(B, 1 + h * w, D)``: the DINOv2 tokens entering the tuned
+    block (class token first, position embedding added); ``grid``: the DINOv2 patch grid ``(h, w)``.
+    """
+
+    maps: torch.Tensor
+    tokens: torch.Tensor
+    grid: tuple[int, int]
+
+    @classmethod
+    def from_batch(cls, values: dict) -> FrozenParts:
+        """From the dict a training batch carries (``maps``, ``tokens``, ``grid``)."""
+        return cls(values["maps"], values["tokens"], tuple(int(size) for size in values["grid"]))
+
+    @classmethod
+    def cat(cls, parts: list[FrozenParts]) -> FrozenParts:
+        """The parts of several batches (one grid) as one batch."""
+        return cls(torch.cat([part.maps for part in parts]), torch.cat([part.tokens for part in parts]), parts[0].grid)
+
+
+def frozen_input(value: torch.Tensor | FrozenParts | dict) -> torch.Tensor | FrozenParts:
+    """A batch's frozen part as ``JLADNet`` takes it: a tensor as it is, the dict of a ``tune_block`` bank as
+    ``FrozenParts``."""
+    return FrozenParts.from_batch(value) if isinstance(value, dict) else value
+
+
+def unit_rms(described: torch.Tensor) -> torch.Tensor:
+    """A descriptor ``(B, C, h, w)`` of unit length along channels, scaled to unit RMS per channel."""
+    return described * math.sqrt(described.shape[1])
+
+
 class FrozenFeatures(nn.Module):
-    """Frozen backbone features ``(B, C, h, w)`` of square ``(B, 3, S, S)`` images, unit RMS per channel."""
+    """Frozen backbone features ``(B, C, h, w)`` of square ``(B, 3, S, S)`` images, unit RMS per channel.
+
+    With ``tune_block`` it gives ``FrozenParts`` instead (the DINOv2 entry stops at the tokens entering its last
+    requested block); ``trainable_block()`` is then the network part that turns them into those features.
+    """
 
     def __init__(self, config: JLADConfig, device="cpu", weights_files: dict | None = None):
         super().__init__()
@@ -101,15 +149,58 @@ class FrozenFeatures(nn.Module):
         self.stride = self.extractor.stride
         self.preprocess = Preprocess(config.image_size, self.size_multiple)
         self.input_size = self.preprocess.square_size
+        self.tuned_entry = tuned_dinov2_entry(self.extractor, config.backbone) if config.tune_block else None
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        described = self.extractor(images)  # L2-normalised along channels
-        return described * math.sqrt(described.shape[1])
+    def forward(self, images: torch.Tensor) -> torch.Tensor | FrozenParts:
+        if self.tuned_entry is None:
+            return unit_rms(self.extractor(images))  # the extractor's output is L2-normalised along channels
+        return self._parts(images)
+
+    def _parts(self, images: torch.Tensor) -> FrozenParts:
+        grid = self.extractor.reference_grid(images)
+        maps, tokens, token_grid = [], None, None
+        for index, (backbone, weight) in enumerate(zip(self.extractor.backbones, self.extractor.weights)):
+            if index == self.tuned_entry:
+                tokens, token_grid = backbone.tokens_entering(images, backbone.layers[-1])
+            else:
+                maps.extend(descriptor_part(feature, weight, grid) for feature in backbone(images).values())
+        maps = torch.cat(maps, dim=1) if maps else images.new_zeros(images.shape[0], 0, *grid)
+        return FrozenParts(maps, tokens, token_grid)
+
+    def trainable_block(self) -> TunedBlock | None:
+        """A trainable copy of the tuned block (and final LayerNorm) with its place in the descriptor; None without
+        ``tune_block``."""
+        if self.tuned_entry is None:
+            return None
+        backbone = self.extractor.backbones[self.tuned_entry]
+        offset = sum(spec.channels for earlier in self.extractor.backbones[:self.tuned_entry]
+                     for spec in earlier.feature_specs.values())
+        final_norm = backbone.vit.norm if backbone.facet == "norm" else None
+        block = backbone.vit.blocks[backbone.layers[-1]]
+        return TunedBlock(block, final_norm, self.extractor.weights[self.tuned_entry], offset)
 
     @property
     def channels(self) -> int:
         return sum(spec.channels for backbone in self.extractor.backbones for spec in backbone.feature_specs.values())
+
+
+def tuned_dinov2_entry(extractor: DescriptorExtractor, spec: str) -> int:
+    """The index of the one DINOv2 backbone of ``extractor`` whose block ``tune_block`` trains; CorrmarkError unless
+    there is exactly one, with one layer, the ``token`` or ``norm`` facet and patch stride 14."""
+    found = [index for index, backbone in enumerate(extractor.backbones) if isinstance(backbone, DinoV2Backbone)]
+    if len(found) != 1:
+        raise CorrmarkError(f"JLAD tune_block needs exactly one DINOv2 entry in backbone {spec!r}, found {len(found)}")
+    backbone = extractor.backbones[found[0]]
+    if len(backbone.layers) != 1:
+        raise CorrmarkError(f"JLAD tune_block trains one DINOv2 block: give {backbone.name} one layer, got "
+                            f"{backbone.layers}")
+    if backbone.facet not in ("token", "norm"):
+        raise CorrmarkError(f"JLAD tune_block needs the token or norm facet of DINOv2, got {backbone.facet!r}")
+    if backbone.patch_stride != PATCH_SIZE:
+        raise CorrmarkError(f"JLAD tune_block needs DINOv2 patch stride {PATCH_SIZE}, got {backbone.patch_stride} "
+                            f"({backbone.name})")
+    return found[0]
 
 
 # --- the trainable sub-networks -------------------------------------------------------------------------------------
@@ -129,6 +220,29 @@ class FeatureLayers(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mix(F.relu(self.reduce(x)))
+
+
+class TunedBlock(nn.Module):
+    """The trainable DINOv2 block of W_F (``tune_block``), a copy of the pretrained ``block`` (and of the model's
+    ``final_norm`` for the ``norm`` facet), followed by the rest of the descriptor arithmetic of
+    ``DescriptorExtractor`` and ``FrozenFeatures``: on ``FrozenParts`` it gives the unit-RMS features ``(B, C, H, W)``,
+    equal to the frozen ones as long as the weights are the pretrained ones.
+
+    ``weight`` is the DINOv2 entry's descriptor weight, ``offset`` the channels of the parts before it.
+    """
+
+    def __init__(self, block: nn.Module, final_norm: nn.Module | None, weight: float, offset: int):
+        super().__init__()
+        self.block = copy.deepcopy(block).requires_grad_(True)  # the backbone's own copy stays frozen
+        self.norm = copy.deepcopy(final_norm).requires_grad_(True) if final_norm is not None else None
+        self.descriptor_weight = float(weight)
+        self.offset = int(offset)
+
+    def forward(self, frozen: FrozenParts) -> torch.Tensor:
+        dinov2 = facet_map(self.block(frozen.tokens), frozen.grid, self.norm)
+        part = descriptor_part(dinov2, self.descriptor_weight, tuple(frozen.maps.shape[-2:]))
+        maps = frozen.maps.to(part.dtype)
+        return unit_rms(fuse_parts([maps[:, :self.offset], part, maps[:, self.offset:]]))
 
 
 class AlignmentModule(nn.Module):
@@ -199,11 +313,15 @@ class JLADNet(nn.Module):
     """The trainable part of JLAD: ``W_F`` (trainable layers), ``W_A``, ``W_C``, ``W_D``.
 
     Sub-network parameters are reachable as ``subnetworks()["F" | "A" | "C" | "D"]`` (the alternation of Sec. 3.4
-    switches their ``requires_grad``).
+    switches their ``requires_grad``). ``tuned_block`` (``FrozenFeatures.trainable_block()``) is given exactly when
+    ``config.tune_block``: it is then the first part of W_F, and the net takes ``FrozenParts`` instead of tensors.
     """
 
-    def __init__(self, config: JLADConfig, in_channels: int):
+    def __init__(self, config: JLADConfig, in_channels: int, tuned_block: TunedBlock | None = None):
         super().__init__()
+        if (tuned_block is not None) != config.tune_block:
+            raise CorrmarkError("JLADNet needs a tuned block (FrozenFeatures.trainable_block()) exactly when "
+                                f"tune_block is true (tune_block: {config.tune_block})")
         self.config = config
         window = config.window
         self.feature_layers = FeatureLayers(in_channels, config.feature_channels)  # W_F
@@ -213,13 +331,23 @@ class JLADNet(nn.Module):
         detector_in = config.feature_channels + (window if config.self_similarity else 0)
         self.detector = LandmarkDetector(detector_in, config.detector_channels, config.num_landmarks + 1,
                                          config.upsample)  # W_D
+        self.tuned_block = tuned_block  # registered last: the parameter order of nets without it is unchanged
 
     def subnetworks(self) -> dict[str, nn.Module | None]:
-        return {"F": self.feature_layers, "A": self.alignment, "C": self.uncertainty, "D": self.detector}
+        # a ModuleList made here only groups the modules; their state-dict keys stay those of the net
+        features = self.feature_layers if self.tuned_block is None else nn.ModuleList([self.tuned_block,
+                                                                                       self.feature_layers])
+        return {"F": features, "A": self.alignment, "C": self.uncertainty, "D": self.detector}
 
     # --- the pieces ---------------------------------------------------------------------------------------------
-    def features(self, frozen: torch.Tensor) -> torch.Tensor:
-        """W_F: trainable layers on frozen features, L2-normalised along channels -> ``F`` ``(B, C, h, w)``."""
+    def features(self, frozen: torch.Tensor | FrozenParts) -> torch.Tensor:
+        """W_F: (the tuned block on ``FrozenParts``, then) trainable layers on frozen features ``(B, C_in, h, w)``,
+        L2-normalised along channels -> ``F`` ``(B, C, h, w)``."""
+        if (self.tuned_block is not None) != isinstance(frozen, FrozenParts):
+            raise CorrmarkError(f"JLADNet with tune_block {self.config.tune_block} got frozen input of type "
+                                f"{type(frozen).__name__}")
+        if self.tuned_block is not None:
+            frozen = self.tuned_block(frozen)
         return l2_normalize(self.feature_layers(frozen), dim=1)
 
     def cross_similarity(self, features_s: torch.Tensor, features_t: torch.Tensor) -> torch.Tensor:
@@ -259,10 +387,11 @@ class JLADNet(nn.Module):
         return {"scores": scores, "psi": psi, "points": points,
                 "points_normalized": pixel_to_normalized(points, tuple(psi.shape[-2:]))}
 
-    def forward(self, frozen_s: torch.Tensor, frozen_t: torch.Tensor) -> dict:
+    def forward(self, frozen_s: torch.Tensor | FrozenParts, frozen_t: torch.Tensor | FrozenParts) -> dict:
         """Everything for a pair: ``features_s/t``, ``detection_s/t`` (dicts of :meth:`detect`), and the alignment
         of :meth:`align` (``tau``, ``log_sigma``, ``correlation``)."""
-        features = self.features(torch.cat([frozen_s, frozen_t]))
+        pair = [frozen_s, frozen_t]
+        features = self.features(FrozenParts.cat(pair) if isinstance(frozen_s, FrozenParts) else torch.cat(pair))
         features_s, features_t = features.chunk(2)
         detection = self.detect(features)
         split = {key: value.chunk(2) for key, value in detection.items()}
@@ -285,7 +414,8 @@ class JLADRuntime:
         self.device = resolve_device(device)
         self.checkpoint = checkpoint
         self.frozen = FrozenFeatures(self.config, device=self.device, weights_files=weights_files)
-        self.net = JLADNet(self.config, self.frozen.channels).to(self.device).eval()
+        # a tuned block starts as the pretrained one; the strict load below replaces it
+        self.net = JLADNet(self.config, self.frozen.channels, self.frozen.trainable_block()).to(self.device).eval()
         if state is not None:
             check_state_keys(self.net, state, source=f"JLAD checkpoint {checkpoint or ''}".strip())
             self.net.load_state_dict(state, strict=True)

@@ -4,6 +4,9 @@ The frozen backbone runs once: every training image gets ``views`` views (view 0
 1.. = random synthetic warps from ``corrmark.data.synthetic``: affine + optional TPS + colour jitter, no mirror), and
 the bank (``$CORRMARK_CACHE/jlad_features``) stores each view's frozen features (float16) and, for the warped views,
 the ground-truth mapping from the view's feature grid into view 0's feature grid. Steps then run only ``JLADNet``.
+With ``model.tune_block`` the bank stores, instead of the whole descriptor, the other backbones' maps (``features``)
+and the DINOv2 tokens entering the tuned block (``tokens``, grid in ``meta["token_grid"]``); that block trains at
+``train.backbone_lr`` (default ``lr / 10``) as part of W_F.
 
 Schedule (``JLADSchedule``, a function of the global step, so resuming replays it exactly):
 
@@ -41,7 +44,8 @@ Config::
            alignment_radius: 2, temperature: 0.1, synthetic_weight: 0.0, joint_normalize: false,
            alignment_stage: [1, 10, 10], detection_stage: [10, 1, 100]}
     schedule: {pretrain_steps: 300, stage_steps: 100, rounds: 2}
-    train: {lr: 1e-3, lr_milestones: [0.6, 0.9], threads: 2, log_every: 10, checkpoint_every: 100}
+    train: {lr: 1e-3, lr_milestones: [0.6, 0.9], threads: 2, log_every: 10, checkpoint_every: 100,
+            backbone_lr: 1e-4}   # backbone_lr: the tuned DINOv2 block (model.tune_block), also stepped down
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ from ..io import read_image
 from ..losses.jlad import (ALIGNMENT_STAGE_WEIGHTS, DETECTION_STAGE_WEIGHTS, detection_loss, landmark_loss_options,
                            equivariance_loss, joint_loss, normalized_mapping, probabilistic_alignment_loss,
                            synthetic_alignment_loss, total_loss)
-from ..models.jlad import FrozenFeatures, JLADConfig, JLADNet
+from ..models.jlad import FrozenFeatures, FrozenParts, JLADConfig, JLADNet, frozen_input
 from ..ops import inside_map, pixel_grid, resize_mapping
 from ..registry import register_trainer
 from .runner import Experiment
@@ -127,9 +131,12 @@ def collect_training_images(sources: list[dict], data_seed: int) -> list[SourceI
 
 
 def bank_key(model: JLADConfig, items: list[SourceImage], views: int, warp: dict, data_seed: int) -> str:
-    return cache_key({"version": BANK_VERSION, "backbone": model.backbone, "layers": model.layers,
-                      "image_size": model.image_size, "images": [(item.path, item.group) for item in items],
-                      "views": views, "warp": warp, "data_seed": data_seed})
+    description = {"version": BANK_VERSION, "backbone": model.backbone, "layers": model.layers,
+                   "image_size": model.image_size, "images": [(item.path, item.group) for item in items],
+                   "views": views, "warp": warp, "data_seed": data_seed}
+    if model.tune_block:  # only then: the keys of the banks already on disk stay what they were
+        description["tune_block"] = True
+    return cache_key(description)
 
 
 def build_bank(model: JLADConfig, items: list[SourceImage], views: int = 3, warp: dict | None = None,
@@ -137,7 +144,10 @@ def build_bank(model: JLADConfig, items: list[SourceImage], views: int = 3, warp
                chunk: int = 8, frozen: FrozenFeatures | None = None) -> FeatureBank:
     """Frozen features of ``views`` views of every image (and the true mappings of the warped views), or the cache:
     a ``FeatureBank`` with ``features`` (N * V, C, h, w) float16, ``mappings`` (N * V, h, w, 2) float32 (view grid ->
-    view 0 grid, the identity for view 0), ``shapes`` (N, 2) original (H, W), ``paths``, ``size`` (square input)."""
+    view 0 grid, the identity for view 0), ``shapes`` (N, 2) original (H, W), ``paths``, ``size`` (square input).
+
+    With ``model.tune_block``: ``features`` holds only the other backbones' maps (``FrozenParts.maps``), ``tokens``
+    (N * V, 1 + h' * w', D) float16 the DINOv2 tokens entering the tuned block, ``meta["token_grid"]`` ``[h', w']``."""
     warp_values = {**DEFAULT_WARP, **dict(warp or {})}
     key = bank_key(model, items, views, warp_values, data_seed)
     return FeatureBank.load_or_build(
@@ -153,6 +163,7 @@ def _extract_bank(model: JLADConfig, items: list[SourceImage], views: int, warp_
     warper = SyntheticWarp(WarpConfig.from_dict(warp_values))
     started = time.perf_counter()
     features, mappings = [None] * (len(items) * views), [None] * (len(items) * views)
+    tokens, token_grid = [None] * (len(items) * views), None
     for start in tqdm(range(0, len(items), chunk), desc="jlad features", disable=not progress, unit="batch"):
         batch = items[start:start + chunk]
         images = torch.cat([frozen.preprocess.to_input(read_image(item.path)) for item in batch])
@@ -165,7 +176,11 @@ def _extract_bank(model: JLADConfig, items: list[SourceImage], views: int, warp_
                 out = warper.view(images, None, generator)
                 view_images, mapping = out["image"], out["mapping"]
             with torch.no_grad():
-                described = frozen(view_images.to(device)).cpu()
+                described = frozen(view_images.to(device))
+            if isinstance(described, FrozenParts):
+                view_tokens, token_grid = described.tokens.cpu(), list(described.grid)
+                described = described.maps
+            described = described.cpu()
             grid_hw = tuple(described.shape[-2:])
             if mapping is None:
                 grid_mapping = pixel_grid(*grid_hw).expand(len(batch), *grid_hw, 2)
@@ -175,13 +190,27 @@ def _extract_bank(model: JLADConfig, items: list[SourceImage], views: int, warp_
                 row = (start + offset) * views + view
                 features[row] = described[offset].to(torch.float16)
                 mappings[row] = grid_mapping[offset].float()
+                if token_grid is not None:
+                    tokens[row] = view_tokens[offset].to(torch.float16)
     groups = sorted({item.group for item in items})
-    return FeatureBank(features=torch.stack(features), mappings=torch.stack(mappings),
+    tuned = {} if token_grid is None else {"tokens": torch.stack(tokens)}  # plain banks keep their stored layout
+    return FeatureBank(features=torch.stack(features), **tuned, mappings=torch.stack(mappings),
                        groups=torch.tensor([groups.index(item.group) for item in items], dtype=torch.int64),
                        shapes=torch.tensor([tuple(item.shape) for item in items], dtype=torch.int64),
                        paths=[item.path for item in items], views=views, size=int(size),
                        meta={"key": key, "groups": groups, "images": len(items), "views": views,
-                             "warp": warp_values, "seconds": round(time.perf_counter() - started, 1)})
+                             "warp": warp_values, "seconds": round(time.perf_counter() - started, 1),
+                             **({} if token_grid is None else {"token_grid": token_grid})})
+
+
+def frozen_channels(bank: FeatureBank, model: JLADConfig) -> int:
+    """Channels of the frozen features a bank stands for: its ``features``, plus the DINOv2 tokens' with
+    ``tune_block`` (whose bank must then hold them, and only then)."""
+    has_tokens = "tokens" in bank.fields
+    if has_tokens != model.tune_block:
+        raise CorrmarkError(f"JLAD tune_block is {model.tune_block} but the feature bank "
+                            f"{'holds' if has_tokens else 'lacks'} the DINOv2 tokens of a tuned block")
+    return bank.channels + (int(bank.tokens.shape[-1]) if has_tokens else 0)
 
 
 # --- batches --------------------------------------------------------------------------------------------------------
@@ -196,6 +225,8 @@ class JLADBatches:
                  synthetic_batch: int = 0):
         self.bank, self.schedule = bank, schedule
         self.batch_size, self.steps, self.synthetic_batch = int(batch_size), int(steps_per_epoch), int(synthetic_batch)
+        # with tune_block the frozen side of a pair is a dict (FrozenParts.from_batch): a tensor per image plus the grid
+        self.token_grid = tuple(bank.meta["token_grid"]) if "tokens" in bank.fields else None
         groups = bank.groups.numpy()
         self.members = {int(g): np.flatnonzero(groups == g) for g in np.unique(groups)}
         self.usable = [g for g, members in self.members.items() if len(members) >= 2]
@@ -207,6 +238,14 @@ class JLADBatches:
     def __len__(self) -> int:
         return self.steps
 
+    def _frozen(self, rows: torch.Tensor) -> torch.Tensor | dict:
+        """The frozen input of bank ``rows``: features ``(B, C, h, w)``, or with tokens the dict of
+        ``FrozenParts.from_batch`` (``maps``, ``tokens``, ``grid``)."""
+        maps = self.bank.features[rows].float()
+        if self.token_grid is None:
+            return maps
+        return {"maps": maps, "tokens": self.bank.tokens[rows].float(), "grid": self.token_grid}
+
     def _synthetic(self, rng: np.random.Generator, count: int) -> dict:
         views = self.bank.views
         images = rng.integers(self.bank.images, size=count)
@@ -214,8 +253,8 @@ class JLADBatches:
         first = torch.as_tensor(images * views + chosen_views)
         second = torch.as_tensor(images * views)
         mapping = self.bank.mappings[first]
-        return {"source": self.bank.features[first].float(), "target": self.bank.features[second].float(),
-                "tau_true": mapping, "valid": inside_map(mapping, tuple(mapping.shape[1:3]))}
+        return {"source": self._frozen(first), "target": self._frozen(second), "tau_true": mapping,
+                "valid": inside_map(mapping, tuple(mapping.shape[1:3]))}
 
     def _semantic(self, rng: np.random.Generator, count: int) -> dict:
         views = self.bank.views
@@ -226,8 +265,7 @@ class JLADBatches:
             view_a, view_b = rng.integers(views, size=2)
             first.append(int(members[a]) * views + int(view_a))
             second.append(int(members[b]) * views + int(view_b))
-        return {"source": self.bank.features[torch.as_tensor(first)].float(),
-                "target": self.bank.features[torch.as_tensor(second)].float()}
+        return {"source": self._frozen(torch.as_tensor(first)), "target": self._frozen(torch.as_tensor(second))}
 
     def batches(self, seed: int, epoch: int):
         rng = np.random.default_rng([int(seed), int(epoch), 23])
@@ -278,7 +316,7 @@ class JLADStep:
     def synthetic_losses(self, net: JLADNet, batch: dict) -> dict:
         """Pretraining losses on a synthetic pair: eq. (1) for the alignment, eq. (2) + (8) + (9) for detection."""
         options = self.options
-        out = net(batch["source"], batch["target"])
+        out = net(frozen_input(batch["source"]), frozen_input(batch["target"]))
         alignment = synthetic_alignment_loss(out["tau"], batch["tau_true"], batch["valid"])
         grid_hw = tuple(batch["tau_true"].shape[1:3])
         # the source is the warped view: its landmarks carried into view 0 must meet view 0's landmarks (eq. 2)
@@ -301,7 +339,7 @@ class JLADStep:
     def joint_losses(self, net: JLADNet, batch: dict, stage: str) -> dict:
         """Eq. (11) on a semantic pair with the stage's weights."""
         options = self.options
-        out = net(batch["source"], batch["target"])
+        out = net(frozen_input(batch["source"]), frozen_input(batch["target"]))
         log_sigma = out["log_sigma"] if net.config.uncertainty else None
         alignment = probabilistic_alignment_loss(out["features_s"], out["features_t"], out["tau"], log_sigma,
                                                  int(options["alignment_radius"]), float(options["temperature"]))
@@ -339,6 +377,21 @@ def step_schedule(total_steps: int, milestones=(0.6, 0.9), factor: float = 0.1):
     return lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
 
 
+def adam_factory(net: JLADNet, lr: float, backbone_lr: float, weight_decay: float):
+    """``params -> Adam``: the tuned DINOv2 block (if any) in a parameter group of its own at ``backbone_lr``,
+    everything else at ``lr`` (the step schedule scales both)."""
+    tuned = {id(p) for p in net.tuned_block.parameters()} if net.tuned_block is not None else set()
+
+    def build(params):
+        params = list(params)
+        groups = [p for p in params if id(p) not in tuned]
+        if tuned:
+            groups = [{"params": groups}, {"params": [p for p in params if id(p) in tuned], "lr": backbone_lr}]
+        return torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay)
+
+    return build
+
+
 @register_trainer("jlad", source_rules=SOURCE_RULES)
 def build_experiment(config: dict, device="cpu", bank: FeatureBank | None = None, progress: bool = True) -> Experiment:
     """``method: jlad`` -> Experiment (see the module docstring for the config). ``bank`` skips the feature bank
@@ -352,23 +405,30 @@ def build_experiment(config: dict, device="cpu", bank: FeatureBank | None = None
     options = loss_options(config.get("loss"), model_config.num_landmarks)
     config["loss"] = options
     train = dict(config.get("train") or {})
+    # a tuned block starts from the pretrained one, so its backbone is needed even when the bank is cached
+    frozen = (FrozenFeatures(model_config, device=device, weights_files=config.get("weights_files"))
+              if model_config.tune_block else None)
     if bank is None:
         if "sources" not in data:
             raise CorrmarkError("the JLAD config needs data.sources (training images)")
         data_seed = int(data.get("data_seed", 0))
         items = collect_training_images(data["sources"], data_seed)
         bank = build_bank(model_config, items, int(data.get("views", 3)), data.get("warp"), data_seed, device=device,
-                          weights_files=config.get("weights_files"), progress=progress)
+                          weights_files=config.get("weights_files"), progress=progress, frozen=frozen)
         config.setdefault("data_info", bank.meta)
+    in_channels = frozen_channels(bank, model_config)
+    if frozen is not None and frozen.channels != in_channels:
+        raise CorrmarkError(f"the JLAD feature bank has {in_channels} channels, the backbone {frozen.channels}")
     torch.manual_seed(int(config.get("seed", 0)))  # the bank (or its cache) must not change the initial weights
-    net = JLADNet(model_config, bank.channels)
+    net = JLADNet(model_config, in_channels, frozen.trainable_block() if frozen is not None else None)
     batches = JLADBatches(bank, schedule, data.get("batch_size", 8), data.get("steps_per_epoch", 50),
                           int(data.get("synthetic_batch", 0)))
     steps = schedule.total_steps
     lr, weight_decay = float(train.get("lr", 1e-3)), float(train.get("weight_decay", 0.0))
+    backbone_lr = float(train.get("backbone_lr", 0.1 * lr))
     return Experiment(
         model=net,
-        optimizer_factory=lambda params: torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay),
+        optimizer_factory=adam_factory(net, lr, backbone_lr, weight_decay),
         step=JLADStep(options),
         data=batches,
         max_steps=steps,

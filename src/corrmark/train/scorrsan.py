@@ -25,7 +25,7 @@ Config::
       dataset: mtfl            # mtfl | pf-willow | stanfordextra
       root: ../shared/data/mtfl
       limit: 1000              # mtfl: training faces (seeded by data_seed)
-      views: 2                 # mtfl: plain + mirrored
+      views: 2                 # mtfl: plain + mirrored; pf-willow: each pair plain or with both images mirrored
       batch_size: 8
       steps_per_epoch: 100     # mtfl random pairs; pf-willow / stanfordextra use their fixed train pairs
       data_seed: 0
@@ -44,6 +44,7 @@ Config::
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -115,8 +116,11 @@ def training_data(data: dict, model: ScorrsanConfig, device="cpu", weights_files
         return train_bank, source, validation
     if kind == "pf-willow":
         items, pairs, _ = pfwillow_images(_root(data), str(data.get("split", "train")))
-        train_bank = bank(items)
-        return train_bank, FixedPairs(train_bank, pairs, batch_size), (train_bank, pairs)
+        views = int(data.get("views", 1))
+        if views == 2:  # mirrored pairs: both images mirrored together, so every keypoint keeps its partner
+            items = [replace(item, flip=list(range(len(item.points)))) for item in items]
+        train_bank = bank(items, views)
+        return train_bank, FixedPairs(train_bank, pairs, batch_size, mirror_pairs=views == 2), (train_bank, pairs)
     if kind == "stanfordextra":
         fold = stanfordextra_fold(_root(data), data.get("held_out_breed"))
         train_bank = bank(fold.train_items)  # the held-out breed's images are not even in the bank

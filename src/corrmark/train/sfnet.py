@@ -129,10 +129,12 @@ def _extract_bank(model_config: SFNetConfig, items: list[SourceImage], views: in
         saliency = SaliencyMasks(threads=max(1, torch.get_num_threads()))
     group_names = sorted({item.group for item in items})
     started = time.perf_counter()
-    level_parts: list[list[torch.Tensor]] = [[] for _ in model_config.levels]
-    mask_parts = []
+    count = len(items)
+    # filled in place, row = image * views + view: a bank of several GB must not be copied while it is assembled
+    level_rows: list[torch.Tensor | None] = [None] * len(model_config.levels)
+    mask_rows = None
     chunk = 8
-    for start in tqdm(range(0, len(items), chunk), desc="sfnet features", disable=not progress, unit="batch"):
+    for start in tqdm(range(0, count, chunk), desc="sfnet features", disable=not progress, unit="batch"):
         batch_items = items[start:start + chunk]
         images, masks = [], []
         for item in batch_items:
@@ -151,28 +153,21 @@ def _extract_bank(model_config: SFNetConfig, items: list[SourceImage], views: in
             with torch.no_grad():
                 levels = features(view_images.to(device))
             grid = tuple(levels[0].shape[-2:])
+            rows = torch.arange(start, start + len(batch_items)) * views + view
             for index, level in enumerate(levels):
-                level_parts[index].append(level.cpu().to(torch.float16))
-            mask_parts.append(F.adaptive_avg_pool2d(view_masks, grid).to(torch.float16))
-    # order: image-major, then view -> index = image * views + view
-    count = len(items)
-    def interleave(parts):
-        stacked = torch.cat(parts)  # chunk-major: [chunk][view][image in chunk]
-        order = []
-        offset = 0
-        for start in range(0, count, chunk):
-            size_chunk = min(chunk, count - start)
-            for image in range(size_chunk):
-                for view in range(views):
-                    order.append(offset + view * size_chunk + image)
-            offset += views * size_chunk
-        return stacked[torch.tensor(order)].contiguous()
+                if level_rows[index] is None:
+                    level_rows[index] = torch.empty((count * views, *level.shape[1:]), dtype=torch.float16)
+                level_rows[index][rows] = level.cpu().to(torch.float16)
+            pooled = F.adaptive_avg_pool2d(view_masks, grid).to(torch.float16)
+            if mask_rows is None:
+                mask_rows = torch.empty((count * views, *pooled.shape[1:]), dtype=torch.float16)
+            mask_rows[rows] = pooled
 
     return FeatureBank(
-        levels=[interleave(parts) for parts in level_parts], masks=interleave(mask_parts),
+        levels=level_rows, masks=mask_rows,
         groups=torch.tensor([group_names.index(item.group) for item in items], dtype=torch.int64), views=views,
         meta={"images": count, "groups": group_names, "seconds": round(time.perf_counter() - started, 1), "key": key,
-              "mean_mask_fraction": float(torch.cat(mask_parts).float().mean())},
+              "mean_mask_fraction": float(mask_rows.float().mean())},
     )
 
 
